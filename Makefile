@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export LOSSKIT_DATA ?= $(if $(wildcard $(DATA_DIR)),$(DATA_DIR),)
 
-.PHONY: venv test demo lint bench
+.PHONY: venv test demo lint bench readme
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,3 +30,6 @@ lint: venv
 
 bench: venv
 	$(PY) benchmarks/classification.py
+
+readme: venv
+	$(PY) -c "import re,pathlib,losskit; from losskit._core.registry import catalog_markdown as m; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'(?s)<!-- catalog:start -->.*<!-- catalog:end -->', lambda _: '<!-- catalog:start -->\n'+m()+'\n<!-- catalog:end -->', s))"
