@@ -1,6 +1,13 @@
 """Multiclass objectives: ``logits[N, C]`` and integer ``target[N]`` or distributions ``[N, C]``."""
 
 from losskit.classification.cross_entropy import CrossEntropyLoss, cross_entropy
+from losskit.classification.dice import (
+    DiceLoss,
+    SelfAdjustingDiceLoss,
+    dice_loss,
+    self_adjusting_dice_loss,
+)
+from losskit.classification.ensloss import EnsLoss, ens_loss
 from losskit.classification.focal import FocalLoss, focal_loss
 from losskit.classification.logsumexp_penalty import LogSumExpPenalty, logsumexp_penalty
 from losskit.classification.spherical import (
@@ -20,15 +27,21 @@ from losskit.classification.spherical import (
 
 __all__ = [
     "CrossEntropyLoss",
+    "DiceLoss",
+    "EnsLoss",
     "FocalLoss",
     "LogSumExpPenalty",
+    "SelfAdjustingDiceLoss",
     "SphericalSoftmaxLoss",
     "SphericalSquaredError",
     "SphericalZLoss",
     "TaylorSoftmaxLoss",
     "cross_entropy",
+    "dice_loss",
+    "ens_loss",
     "focal_loss",
     "logsumexp_penalty",
+    "self_adjusting_dice_loss",
     "spherical_softmax_loss",
     "spherical_softmax_loss_from_stats",
     "spherical_squared_error",
