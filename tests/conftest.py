@@ -9,6 +9,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# small tensors: one intra-op thread avoids the thread-pool overhead that dominates here
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

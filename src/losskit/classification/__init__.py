@@ -9,6 +9,14 @@ from losskit.classification.dice import (
 )
 from losskit.classification.ensloss import EnsLoss, ens_loss
 from losskit.classification.focal import FocalLoss, focal_loss
+from losskit.classification.ldam import LDAMLoss, drw_weights, ldam_loss, ldam_margins
+from losskit.classification.ldr import (
+    ALDRKLLoss,
+    LDRKLLoss,
+    aldr_kl_lambda,
+    aldr_kl_loss,
+    ldr_kl_loss,
+)
 from losskit.classification.logsumexp_penalty import LogSumExpPenalty, logsumexp_penalty
 from losskit.classification.spherical import (
     SphericalSoftmaxLoss,
@@ -26,6 +34,9 @@ from losskit.classification.spherical import (
 )
 
 __all__ = [
+    "ALDRKLLoss",
+    "LDAMLoss",
+    "LDRKLLoss",
     "CrossEntropyLoss",
     "DiceLoss",
     "EnsLoss",
@@ -36,10 +47,16 @@ __all__ = [
     "SphericalSquaredError",
     "SphericalZLoss",
     "TaylorSoftmaxLoss",
+    "aldr_kl_lambda",
+    "aldr_kl_loss",
     "cross_entropy",
     "dice_loss",
     "ens_loss",
+    "drw_weights",
     "focal_loss",
+    "ldam_loss",
+    "ldam_margins",
+    "ldr_kl_loss",
     "logsumexp_penalty",
     "self_adjusting_dice_loss",
     "spherical_softmax_loss",
