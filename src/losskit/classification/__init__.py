@@ -1,5 +1,18 @@
 """Multiclass objectives: ``logits[N, C]`` and integer ``target[N]`` or distributions ``[N, C]``."""
 
+from losskit.classification.adversarial_comp_sum import (
+    SmoothAdversarialCompSumLoss,
+    pgd_perturb,
+    smooth_adversarial_comp_sum_loss,
+)
+from losskit.classification.comp_sum import (
+    CompSumLoss,
+    GeneralizedCrossEntropyLoss,
+    MeanAbsoluteErrorLoss,
+    comp_sum_loss,
+    generalized_cross_entropy,
+    mean_absolute_error_loss,
+)
 from losskit.classification.cross_entropy import CrossEntropyLoss, cross_entropy
 from losskit.classification.dice import (
     DiceLoss,
@@ -36,29 +49,38 @@ from losskit.classification.spherical import (
 __all__ = [
     "ALDRKLLoss",
     "LDAMLoss",
+    "GeneralizedCrossEntropyLoss",
     "LDRKLLoss",
+    "CompSumLoss",
     "CrossEntropyLoss",
     "DiceLoss",
     "EnsLoss",
     "FocalLoss",
     "LogSumExpPenalty",
+    "MeanAbsoluteErrorLoss",
     "SelfAdjustingDiceLoss",
+    "SmoothAdversarialCompSumLoss",
     "SphericalSoftmaxLoss",
     "SphericalSquaredError",
     "SphericalZLoss",
     "TaylorSoftmaxLoss",
     "aldr_kl_lambda",
     "aldr_kl_loss",
+    "comp_sum_loss",
     "cross_entropy",
     "dice_loss",
     "ens_loss",
     "drw_weights",
     "focal_loss",
+    "generalized_cross_entropy",
     "ldam_loss",
     "ldam_margins",
     "ldr_kl_loss",
     "logsumexp_penalty",
+    "mean_absolute_error_loss",
+    "pgd_perturb",
     "self_adjusting_dice_loss",
+    "smooth_adversarial_comp_sum_loss",
     "spherical_softmax_loss",
     "spherical_softmax_loss_from_stats",
     "spherical_squared_error",
