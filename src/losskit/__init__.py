@@ -1,9 +1,18 @@
 """losskit: training objectives for imperfect labels and teachers, and the arena that
 compares them. Every objective registers itself; ``losskit.catalog()`` lists them."""
 
-from losskit import classification
+from losskit import classification, labels
 from losskit._core import Entry, catalog, checks_enabled, get, set_checks
 
 __version__ = "0.1.0"
 
-__all__ = ["Entry", "__version__", "catalog", "checks_enabled", "classification", "get", "set_checks"]
+__all__ = [
+    "Entry",
+    "__version__",
+    "catalog",
+    "checks_enabled",
+    "classification",
+    "get",
+    "labels",
+    "set_checks",
+]

@@ -1,0 +1,48 @@
+"""Label scenarios for the arena: noise, long tails, partial multi-labels (registered kind
+"scenario", family "labels"). See :mod:`losskit.labels.scenarios` for the spec strings."""
+
+from __future__ import annotations
+
+from losskit.labels.imbalance import (
+    class_counts,
+    class_groups,
+    long_tail_counts,
+    long_tail_indices,
+)
+from losskit.labels.noise import (
+    CIFAR10N_SETS,
+    noise_matrix_from_trace,
+    pairflip_noise,
+    sample_from_noise_matrix,
+    symmetric_noise,
+)
+from losskit.labels.partial import drop_positives
+from losskit.labels.scenarios import (
+    Corrupted,
+    apply_scenario,
+    canonical_scenario,
+    is_long_tailed,
+    list_scenarios,
+    parse_scenario,
+    parse_steps,
+)
+
+__all__ = [
+    "CIFAR10N_SETS",
+    "Corrupted",
+    "apply_scenario",
+    "canonical_scenario",
+    "class_counts",
+    "class_groups",
+    "drop_positives",
+    "is_long_tailed",
+    "list_scenarios",
+    "long_tail_counts",
+    "long_tail_indices",
+    "noise_matrix_from_trace",
+    "pairflip_noise",
+    "parse_scenario",
+    "parse_steps",
+    "sample_from_noise_matrix",
+    "symmetric_noise",
+]
