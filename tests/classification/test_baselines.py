@@ -69,8 +69,10 @@ def test_focal_reference_and_ce_limit(gamma):
     if gamma == 0:
         torch.testing.assert_close(focal_loss(x, y, gamma=0.0), F.cross_entropy(x, y))
     # focusing only ever lowers the loss below cross-entropy
-    assert (focal_loss(x, y, gamma=gamma, reduction="none")
-            <= F.cross_entropy(x, y, reduction="none") + 1e-12).all()
+    assert (
+        focal_loss(x, y, gamma=gamma, reduction="none")
+        <= F.cross_entropy(x, y, reduction="none") + 1e-12
+    ).all()
 
 
 def test_focal_contract():

@@ -22,6 +22,4 @@ def upcast_all(*xs: Tensor | None) -> tuple[Tensor | None, ...]:
     """Upcast each floating tensor to the widest compute dtype among them."""
     floats = [x.dtype for x in xs if x is not None and x.is_floating_point()]
     dtype = torch.float64 if torch.float64 in floats else torch.float32
-    return tuple(
-        x.to(dtype) if x is not None and x.is_floating_point() else x for x in xs
-    )
+    return tuple(x.to(dtype) if x is not None and x.is_floating_point() else x for x in xs)

@@ -53,7 +53,10 @@ class LogSumExpPenalty(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor | None = None) -> Tensor:
         return logsumexp_penalty(
-            logits, target, coef=self.coef, ignore_index=self.ignore_index,
+            logits,
+            target,
+            coef=self.coef,
+            ignore_index=self.ignore_index,
             reduction=self.reduction,
         )
 
