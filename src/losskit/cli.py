@@ -1,4 +1,4 @@
-"""The ``losskit`` command: ``losskit catalog`` (and ``losskit arena`` when installed)."""
+"""The ``losskit`` command: ``losskit catalog`` and ``losskit arena``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("--kind", default=None)
     cat.add_argument("--family", default=None)
     cat.set_defaults(func=_print_catalog)
+    from losskit.arena.cli import add_parser
+
+    add_parser(sub)
     return parser
 
 

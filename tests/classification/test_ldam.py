@@ -159,7 +159,7 @@ def test_ldam_bad_hyperparameters():
 
 def test_ldam_module_buffers_and_drw():
     m = LDAMLoss(torch.tensor(COUNTS), max_margin=0.4, scale=10.0)
-    assert set(m.state_dict()) == {"margins"}
+    assert set(m.state_dict()) == {"margins", "class_counts"}
     x, y, _ = random_batch(dtype=torch.float32)
     torch.testing.assert_close(
         m(x, y), ldam_loss(x, y, class_counts=COUNTS, max_margin=0.4, scale=10.0)
@@ -209,3 +209,24 @@ def test_drw_schedule():
             drw_weights(COUNTS, **kw)
     with pytest.raises(ValueError, match="class_counts"):
         drw_weights([1, 0, 3], 200)
+
+
+def test_ldam_module_drw_schedule_sets_weights_by_epoch():
+    counts = torch.tensor([400, 100, 20, 5])
+    m = LDAMLoss(counts, drw_start=3, drw_beta=0.999)
+    x = torch.randn(8, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
+    m.set_epoch(2)
+    torch.testing.assert_close(m(x, y), ldam_loss(x, y, class_counts=counts))
+    m.set_epoch(3)
+    w = drw_weights(counts, 3, start_epoch=3, beta=0.999)
+    torch.testing.assert_close(m.weight, w.to(m.weight.dtype))
+    assert m.weight[3] > m.weight[0]  # the rare class is up-weighted
+    torch.testing.assert_close(
+        m(x, y), ldam_loss(x, y, class_counts=counts, weight=w.to(torch.float64))
+    )
+    assert "class_counts" in m.state_dict()
+    with pytest.raises(ValueError, match="weight"):
+        LDAMLoss(counts, drw_start=3, weight=torch.ones(4))
+    with pytest.raises(ValueError, match="start_epoch"):
+        LDAMLoss(counts, drw_start=-1)

@@ -136,8 +136,10 @@ def drw_weights(
 
 
 class LDAMLoss(nn.Module):
-    """Module form of :func:`ldam_loss`: ``margins`` and ``weight`` are buffers (set
-    ``weight`` to :func:`drw_weights` each epoch for LDAM-DRW)."""
+    """Module form of :func:`ldam_loss`: ``margins``, ``class_counts`` and ``weight`` are
+    buffers. LDAM-DRW: pass ``drw_start`` (the epoch at which re-weighting starts; the
+    reference uses 160 of 200) and call :meth:`set_epoch` at the start of every epoch, which
+    sets ``weight`` to :func:`drw_weights` (ones before ``drw_start``)."""
 
     def __init__(
         self,
@@ -146,10 +148,18 @@ class LDAMLoss(nn.Module):
         max_margin: float = 0.5,
         scale: float = 30.0,
         weight: Tensor | None = None,
+        drw_start: int | None = None,
+        drw_beta: float = 0.9999,
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
         super().__init__()
+        if drw_start is not None and weight is not None:
+            raise ValueError("weight must be None when drw_start is set (DRW owns the weights)")
+        if drw_start is not None:
+            drw_weights(class_counts, 0, start_epoch=drw_start, beta=drw_beta)  # validates
+        self.drw_start = drw_start
+        self.drw_beta = drw_beta
         self.max_margin = check_number(
             "max_margin", max_margin, low=0.0, high=math.inf, high_open=True
         )
@@ -160,7 +170,21 @@ class LDAMLoss(nn.Module):
         self.reduction = reduction
         margins = ldam_margins(class_counts, max_margin=self.max_margin)
         self.register_buffer("margins", margins.to(torch.get_default_dtype()))
+        self.register_buffer("class_counts", _counts(class_counts).clone())
         self.register_buffer("weight", weight)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Switch the DRW weights for ``epoch`` (no-op without ``drw_start``)."""
+        if self.drw_start is None:
+            return
+        w = drw_weights(
+            self.class_counts,
+            epoch,
+            start_epoch=self.drw_start,
+            beta=self.drw_beta,
+            dtype=self.margins.dtype,
+        )
+        self.weight = w.to(self.margins.device)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return _ldam(

@@ -1,0 +1,169 @@
+"""``losskit arena``: run a sweep into ``OUT/arena.sqlite`` and write the report.
+
+losskit arena [--suite quick|standard] [--datasets ..] [--scenarios ..] [--objectives ..]
+              [--seeds N] [--epochs N] [--workers N] [--backend local|ray] [--out DIR]
+losskit arena --list
+losskit arena report --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from losskit.arena.suites import SUITES, Suite, get_suite, parse_objective
+
+
+def format_objective(name: str, params: dict[str, Any]) -> str:
+    """Inverse of :func:`parse_objective`: the label a leaderboard shows."""
+    if not params:
+        return name
+    return name + ":" + ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("arena", help="compare objectives on real data under label scenarios")
+    p.add_argument("action", nargs="?", choices=("run", "report"), default="run")
+    p.add_argument("--suite", default="quick", help=f"one of {sorted(SUITES)}")
+    p.add_argument("--datasets", nargs="+", help="override the suite's datasets")
+    p.add_argument("--scenarios", nargs="+", help="override the suite's scenarios")
+    p.add_argument("--objectives", nargs="+", help="specs such as comp_sum:tau=1.5")
+    p.add_argument("--model", choices=("linear", "mlp", "cnn"), help="override the model")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: local)")
+    p.add_argument("--data-dir", default=None, help="default: $LOSSKIT_DATA")
+    p.add_argument("--out", default="out/arena", help="store and report folder")
+    p.add_argument("--list", action="store_true", help="list suites, datasets, scenarios, ...")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=main)
+
+
+def _list() -> int:
+    import losskit
+    from losskit.arena.datasets import dataset_available, list_datasets
+    from losskit.labels import list_scenarios
+
+    for s in SUITES.values():
+        print(
+            f"suite {s.name}: datasets {', '.join(s.datasets)}; {s.seeds} seeds, "
+            f"{s.epochs} epochs; objectives {', '.join(s.objectives)}"
+        )
+    for name in list_datasets():
+        print(f"dataset {name}{'' if dataset_available(name) else '  (data missing)'}")
+    print("scenarios: " + ", ".join(list_scenarios()))
+    losses = [e.name for e in losskit.catalog(kind="loss", family="classification")]
+    print("objectives: " + ", ".join(losses))
+    return 0
+
+
+def _suite(args: argparse.Namespace) -> Suite:
+    base = get_suite(args.suite)
+    over: dict[str, Any] = {}
+    if args.datasets:
+        over["datasets"] = tuple(args.datasets)
+    if args.scenarios:
+        over["scenarios"] = tuple(args.scenarios)
+        over["dataset_scenarios"] = {}
+    if args.objectives:
+        over["objectives"] = tuple(args.objectives)
+    if args.seeds is not None:
+        over["seeds"] = args.seeds
+    if args.epochs is not None:
+        over["epochs"] = args.epochs
+    if args.model:
+        over["models"] = {d: args.model for d in over.get("datasets", base.datasets)}
+    return Suite(**{**base.__dict__, **over})
+
+
+def build_trials(suite: Suite, data_dir: str | None) -> list:
+    """Every (dataset, scenario, objective, seed) of the suite whose data is present."""
+    import losskit
+    from losskit.arena.datasets import dataset_available, missing_files
+    from losskit.arena.trial import Trial
+    from losskit.labels import canonical_scenario
+
+    trials = []
+    for i, ds in enumerate(suite.datasets):
+        if not dataset_available(ds, data_dir):
+            missing = ", ".join(str(p) for p in missing_files(ds, data_dir))
+            if i == 0:
+                raise ValueError(f"dataset {ds!r} needs files that are missing: {missing}")
+            print(f"skipping {ds}: missing {missing}", file=sys.stderr)
+            continue
+        for scenario in suite.scenarios_for(ds):
+            for spec in suite.objectives:
+                name, params = parse_objective(spec)
+                losskit.get(name)  # unknown names fail before any training
+                for seed in range(suite.seeds):
+                    trials.append(
+                        Trial(
+                            dataset=ds,
+                            scenario=canonical_scenario(scenario),
+                            objective=name,
+                            params=params,
+                            model=suite.model_for(ds),
+                            seed=seed,
+                            epochs=suite.epochs,
+                        )
+                    )
+    return trials
+
+
+def _report(out: Path) -> int:
+    from losskit.arena.report import build_report
+    from losskit.arena.store import ArenaStore
+
+    path = out / "arena.sqlite"
+    if not path.exists():
+        raise ValueError(f"--out {out} holds no arena.sqlite; run a sweep there first")
+    with ArenaStore(path) as store:
+        records = store.records()
+        meta = store.meta()
+    for r in records:
+        r["objective"] = format_objective(r["objective"], r.get("params") or {})
+    versions = records[-1].get("versions", {}) if records else {}
+    text = build_report(records, out, command=meta.get("command", "?"), versions=versions)
+    print(text)
+    print(f"\nreport: {out / 'report.html'}  results: {out / 'results.md'}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    out = Path(args.out)
+    if args.action == "report":
+        return _report(out)
+    from losskit.arena.runner import run_trials
+    from losskit.arena.store import ArenaStore
+
+    suite = _suite(args)
+    trials = build_trials(suite, args.data_dir)
+    start = time.perf_counter()
+    with ArenaStore(out / "arena.sqlite") as store:
+        store.set_meta("command", "losskit " + shlex.join(sys.argv[1:]))
+        summary = run_trials(
+            trials,
+            store,
+            workers=args.workers,
+            backend=args.backend,
+            ray_address=args.ray_address,
+            progress=not args.no_progress,
+            data_dir=args.data_dir,
+        )
+    print(
+        f"{summary.total} trials: {summary.ran} ran, {summary.skipped} already stored, "
+        f"{len(summary.failed)} failed, {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
+    for key, error in summary.failed[:5]:
+        print(f"failed {key[:12]}: {error.splitlines()[-1] if error else ''}", file=sys.stderr)
+    _report(out)
+    return 1 if summary.failed else 0

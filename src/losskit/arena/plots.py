@@ -1,0 +1,110 @@
+"""The report's figures as PNG bytes: accuracy against noise rate, per-class accuracy under a
+long tail, and reliability diagrams. matplotlib runs headless (Agg)."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Record = Mapping[str, Any]
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, axes[0]
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def noise_curves(records: Sequence[Record], dataset: str) -> bytes | None:
+    """Test accuracy (mean ± std over seeds) against the achieved noise rate, one line per
+    objective and one panel per noise family (symmetric, pair-flip, real labels)."""
+    families: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in records:
+        if r["dataset"] != dataset or "+" in r["scenario"]:
+            continue
+        kind = r["scenario"].split(":")[0]
+        targets = ("symmetric", "pairflip", "cifar10n") if kind == "clean" else (kind,)
+        for fam in targets:
+            if fam in ("symmetric", "pairflip", "cifar10n", "matrix"):
+                rate = round(float(r.get("noise_rate", 0.0)), 3)
+                families[fam][r["objective"]][rate].append(r["metrics"]["accuracy"])
+    families = {f: objs for f, objs in families.items() if any(len(v) > 1 for v in objs.values())}
+    if not families:
+        return None
+    fig, axes = _figure(len(families))
+    for ax, (fam, objs) in zip(axes, sorted(families.items()), strict=True):
+        for obj, by_rate in sorted(objs.items()):
+            xs = sorted(by_rate)
+            mean = [100 * np.mean(by_rate[x]) for x in xs]
+            std = [100 * np.std(by_rate[x]) for x in xs]
+            ax.errorbar([100 * x for x in xs], mean, yerr=std, marker="o", capsize=2, label=obj)
+        ax.set(title=f"{dataset}: {fam} noise", xlabel="noise rate (%)", ylabel="test acc (%)")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=6, loc="best")
+    return _png(fig)
+
+
+def per_class_accuracy(records: Sequence[Record], dataset: str, scenario: str) -> bytes | None:
+    """Per-class test accuracy (mean over seeds) by class index (class 0 is the head)."""
+    by_obj: dict[str, list[np.ndarray]] = defaultdict(list)
+    for r in records:
+        if r["dataset"] == dataset and r["scenario"] == scenario and r.get("per_class_accuracy"):
+            by_obj[r["objective"]].append(np.asarray(r["per_class_accuracy"], dtype=float))
+    if not by_obj:
+        return None
+    fig, (ax,) = _figure(1, width=7.0)
+    for obj, accs in sorted(by_obj.items()):
+        ax.plot(100 * np.mean(accs, axis=0), marker=".", label=obj)
+    ax.set(
+        title=f"{dataset} / {scenario}: per-class accuracy",
+        xlabel="class (head → tail)",
+        ylabel="test acc (%)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return _png(fig)
+
+
+def reliability(records: Sequence[Record], dataset: str, scenario: str) -> bytes | None:
+    """Reliability diagrams (accuracy against confidence per bin, seeds pooled), one panel per
+    objective."""
+    pooled: dict[str, list[Mapping[str, Sequence[float]]]] = defaultdict(list)
+    for r in records:
+        if r["dataset"] == dataset and r["scenario"] == scenario and r.get("reliability"):
+            pooled[r["objective"]].append(r["reliability"])
+    if not pooled:
+        return None
+    objs = sorted(pooled)
+    fig, axes = _figure(len(objs), width=2.6, height=2.8)
+    for ax, obj in zip(axes, objs, strict=True):
+        counts = sum(np.asarray(b["count"], dtype=float) for b in pooled[obj])
+        conf = sum(np.asarray(b["confidence"]) * np.asarray(b["count"]) for b in pooled[obj])
+        acc = sum(np.asarray(b["accuracy"]) * np.asarray(b["count"]) for b in pooled[obj])
+        keep = counts > 0
+        centers = conf[keep] / counts[keep]
+        ax.bar(centers, acc[keep] / counts[keep], width=1 / len(counts), alpha=0.7, edgecolor="k")
+        ax.plot([0, 1], [0, 1], "r--", lw=1)
+        ax.set(title=obj, xlim=(0, 1), ylim=(0, 1), xlabel="confidence")
+        ax.title.set_fontsize(7)
+    axes[0].set_ylabel("accuracy")
+    return _png(fig)

@@ -1,0 +1,330 @@
+"""One arena trial: its configuration, its key, and :func:`run_trial`.
+
+A :class:`Trial` fixes everything that determines a result: dataset, label scenario, objective
+and its hyperparameters, model, seed, epochs and optimiser. ``Trial.key()`` is the SHA-256 of a
+canonical JSON of those fields plus :data:`SCHEMA_VERSION` (bumped whenever the training
+procedure changes), so a store keyed by it never mixes results of different procedures.
+
+**Objective adapter protocol.** ``losskit.get(name).build(**params)`` gives the loss module,
+called as ``module(logits, target)`` with ``reduction="mean"``. Objectives that need more than
+a batch declare it, and the trial supplies it (see :class:`TrialObjective`):
+
+- a constructor argument named ``class_counts`` (observed training class counts, a
+  ``torch.long`` tensor ``[C]``), ``num_samples`` (training set size), ``num_classes`` or
+  ``num_epochs`` is filled from the trial when the constructor accepts it by that name and
+  ``params`` does not set it (``inspect.signature``; ``**kwargs`` receives nothing);
+- ``needs_index = True`` on the module (or a ``forward`` parameter named ``index``):
+  ``forward(logits, target, index)`` with ``index`` the position of each sample in the
+  training set (``0 .. num_samples - 1``, ``torch.long``);
+- a ``set_epoch(epoch)`` method: called before every epoch, ``epoch`` counting from 0;
+- learnable parameters of the module are optimised together with the model's.
+
+An entry without a module class is used through its function: ``function(logits, target,
+**params)`` (with the same context arguments when its signature names them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import platform
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from losskit.arena.metrics import classification_metrics
+from losskit.arena.models import MODELS, Standardizer, build_model, is_image
+
+SCHEMA_VERSION = 1
+OPTIMIZERS = ("adam", "sgd")
+CONTEXT_ARGS = ("class_counts", "num_samples", "num_classes", "num_epochs")
+LONG_TAIL_RATIO = 2.0  # observed max/min class count from which group accuracies are reported
+EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Trial:
+    """Configuration of one training run; every field enters :meth:`key`."""
+
+    dataset: str
+    scenario: str
+    objective: str
+    params: dict[str, Any] = field(default_factory=dict)
+    model: str = "linear"
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+
+    def __post_init__(self) -> None:
+        for name in ("dataset", "scenario", "objective"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not isinstance(self.params, dict):
+            raise ValueError(f"params must be a dict, got {type(self.params).__name__}")
+        try:
+            json.dumps(self.params, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"params must be JSON-serialisable numbers/strings: {err}") from None
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("seed", "epochs", "batch_size"):
+            v = getattr(self, name)
+            low = 0 if name == "seed" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what the store keeps as ``config``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> Trial:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise ValueError(f"config has unknown trial fields {unknown}")
+        return cls(**config)
+
+    def key(self) -> str:
+        """SHA-256 hex digest of the canonical JSON of the fields and the schema version.
+        Integers are hashed as floats (``lr=1`` and ``lr=1.0`` are the same trial)."""
+        payload = {"schema": SCHEMA_VERSION, **_canonical(self.to_dict())}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _context_kwargs(fn: Callable[..., Any], params: dict[str, Any], context: dict[str, Any]):
+    """The context arguments that ``fn`` names explicitly and ``params`` leaves unset."""
+    try:
+        names = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in context.items() if k in names and k not in params}
+
+
+def _takes_index(forward: Callable[..., Any]) -> bool:
+    """Whether ``forward`` has a parameter named ``index`` (the fallback for a module that
+    does not declare ``needs_index``)."""
+    try:
+        return "index" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class TrialObjective(nn.Module):
+    """A registered objective adapted to the training loop (see the module docstring)."""
+
+    def __init__(self, name: str, params: dict[str, Any], context: dict[str, Any]) -> None:
+        super().__init__()
+        import losskit
+
+        entry = losskit.get(name)
+        if entry.module is not None:
+            extra = _context_kwargs(entry.module, params, context)
+            self.loss: nn.Module | None = entry.build(**params, **extra)
+            self.function = None
+            self.needs_index = bool(getattr(self.loss, "needs_index", False)) or _takes_index(
+                self.loss.forward
+            )
+        else:
+            extra = _context_kwargs(entry.function, params, context)
+            self.loss, self.function = None, entry.function
+            self.kwargs = {**entry.defaults, **params, **extra}
+            self.needs_index = False
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.loss is not None and callable(getattr(self.loss, "set_epoch", None)):
+            self.loss.set_epoch(epoch)
+
+    def forward(self, logits: Tensor, target: Tensor, index: Tensor) -> Tensor:
+        if self.loss is None:
+            return self.function(logits, target, **self.kwargs)
+        if self.needs_index:
+            return self.loss(logits, target, index)
+        return self.loss(logits, target)
+
+
+_DATASETS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+
+def load_cached(
+    name: str,
+    data_dir: Any = None,
+    dataset_loader: Callable[..., Any] | None = None,
+    *,
+    progress: bool = False,
+) -> Any:
+    """``dataset_loader(name, data_dir, progress=...)`` (default
+    :func:`losskit.arena.datasets.load_dataset`), cached per process (last two datasets)."""
+    if dataset_loader is None:
+        from losskit.arena.datasets import load_dataset as dataset_loader
+    key = (dataset_loader, name, None if data_dir is None else str(data_dir))
+    if key not in _DATASETS:
+        _DATASETS[key] = dataset_loader(name, data_dir, progress=progress)
+        while len(_DATASETS) > 2:
+            _DATASETS.popitem(last=False)
+    _DATASETS.move_to_end(key)
+    return _DATASETS[key]
+
+
+def versions() -> dict[str, str]:
+    """Versions that a result depends on."""
+    import losskit
+
+    return {
+        "losskit": losskit.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _predict(model: nn.Module, std: Standardizer, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        out = [model(std(x[i : i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
+    return torch.cat(out).double().numpy()
+
+
+def run_trial(
+    trial: Trial,
+    *,
+    data_dir: Any = None,
+    dataset_loader: Callable[..., Any] | None = None,
+    scenario_fn: Callable[..., Any] | None = None,
+    groups_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+    long_tail: bool | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate ``trial``; returns the JSON-ready result dict.
+
+    The scenario corrupts the training split only; features are standardised with the
+    statistics of the kept training samples; the model is evaluated on the clean test split
+    after every epoch (curves ``train_loss``, ``test_accuracy``) and the reported metrics are
+    those of the final epoch. Group (head/medium/tail) accuracies are added when ``long_tail``
+    is true, or, when it is ``None``, when the observed class counts have a max/min ratio of at
+    least :data:`LONG_TAIL_RATIO`. ``dataset_loader``, ``scenario_fn`` and ``groups_fn`` default
+    to ``losskit.arena.datasets.load_dataset``, ``losskit.labels.apply_scenario`` and
+    ``losskit.labels.class_groups``. A non-finite loss stops training (``"diverged": true``).
+    ``threads``: torch threads during the trial, default 1: CPU kernels can round differently
+    with other thread counts, and one thread makes the result a function of the trial alone,
+    the same sequentially, in a pool or on Ray (parallelism comes from ``workers``). The
+    caller's setting is restored afterwards.
+    """
+    start = time.perf_counter()
+    if scenario_fn is None:
+        from losskit.labels import apply_scenario as scenario_fn
+    ds = load_cached(trial.dataset, data_dir, dataset_loader)
+    if ds.task != "multiclass":
+        raise ValueError(f"run_trial supports multiclass datasets; {ds.name!r} is {ds.task!r}")
+    c = scenario_fn(trial.scenario, ds.y_train, ds.num_classes, seed=trial.seed, extras=ds.extras)
+    index = np.asarray(c.index, dtype=np.int64)
+    labels = np.asarray(c.labels, dtype=np.int64)
+    if labels.shape != index.shape or len(labels) == 0:
+        raise ValueError(f"scenario {trial.scenario!r} returned mismatched or empty labels")
+    x_train = ds.x_train[index]
+    counts = np.bincount(labels, minlength=ds.num_classes)
+    ratio = float(counts.max() / max(counts.min(), 1))
+    data_time = time.perf_counter() - start
+
+    old_det, old_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(1 if threads is None else threads)
+    try:
+        torch.manual_seed(trial.seed)
+        std = Standardizer.fit(x_train)
+        model = build_model(trial.model, x_train[:1], ds.num_classes)
+        context = {
+            "class_counts": torch.as_tensor(counts, dtype=torch.long),
+            "num_samples": len(labels),
+            "num_classes": ds.num_classes,
+            "num_epochs": trial.epochs,
+        }
+        objective = TrialObjective(trial.objective, dict(trial.params), context)
+        weights = [*model.parameters(), *objective.parameters()]
+        if trial.optimizer == "adam":
+            opt = torch.optim.Adam(weights, lr=trial.lr, weight_decay=trial.weight_decay)
+        else:
+            opt = torch.optim.SGD(
+                weights, lr=trial.lr, momentum=0.9, weight_decay=trial.weight_decay
+            )
+        x_pre = None if is_image(x_train) else std(x_train)
+        y = torch.from_numpy(labels)
+        gen = torch.Generator().manual_seed(trial.seed)
+        curves: dict[str, list[float | None]] = {"train_loss": [], "test_accuracy": []}
+        diverged_at: int | None = None
+        for epoch in range(trial.epochs):
+            objective.set_epoch(epoch)
+            model.train()
+            total = 0.0
+            for idx in torch.randperm(len(y), generator=gen).split(trial.batch_size):
+                xb = x_pre[idx] if x_pre is not None else std(x_train[idx.numpy()])
+                loss = objective(model(xb), y[idx], idx)
+                if not torch.isfinite(loss):
+                    diverged_at = epoch
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            logits = _predict(model, std, ds.x_test)
+            acc = float(np.mean(logits.argmax(axis=1) == ds.y_test))
+            curves["train_loss"].append(total / len(y) if diverged_at is None else None)
+            curves["test_accuracy"].append(acc)
+            if diverged_at is not None:
+                break
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.set_num_threads(old_threads)
+
+    if long_tail is None:
+        long_tail = ratio >= LONG_TAIL_RATIO
+    groups = None
+    if long_tail:
+        if groups_fn is None:
+            from losskit.labels import class_groups as groups_fn
+        groups = {k: np.asarray(v, dtype=np.int64) for k, v in groups_fn(counts).items()}
+    scored = classification_metrics(logits, ds.y_test, ds.num_classes, groups)
+    clean = np.asarray(c.clean, dtype=np.int64)
+    return {
+        **scored,
+        "class_groups": None if groups is None else {k: v.tolist() for k, v in groups.items()},
+        "noise_rate": float(np.mean(labels != clean)),
+        "num_train": int(len(labels)),
+        "train_class_counts": counts.tolist(),
+        "imbalance_ratio": ratio,
+        "diverged": diverged_at is not None,
+        "diverged_epoch": diverged_at,
+        "curves": curves,
+        "data_time": data_time,
+        "wall_time": time.perf_counter() - start,
+        "versions": versions(),
+    }
