@@ -71,8 +71,11 @@ def _data_arguments(module: type) -> dict:
 
     data = {"class_counts": torch.tensor([50, 20, 5]), "num_samples": 10, "num_classes": 3}
     params = inspect.signature(module).parameters.values()
-    required = [p.name for p in params if p.default is inspect.Parameter.empty
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    required = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     assert set(required) <= set(data), f"{module.__name__} needs {required}"
     return {name: data[name] for name in required}
 
