@@ -126,9 +126,10 @@ def _report(out: Path) -> int:
     with ArenaStore(path) as store:
         records = store.records()
         meta = store.meta()
+        rows = store.results()
+    versions = rows[-1]["versions"] if rows else {}
     for r in records:
         r["objective"] = format_objective(r["objective"], r.get("params") or {})
-    versions = records[-1].get("versions", {}) if records else {}
     text = build_report(records, out, command=meta.get("command", "?"), versions=versions)
     print(text)
     print(f"\nreport: {out / 'report.html'}  results: {out / 'results.md'}")
@@ -148,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
     trials = build_trials(suite, args.data_dir)
     start = time.perf_counter()
     with ArenaStore(out / "arena.sqlite") as store:
-        store.set_meta("command", "losskit " + shlex.join(sys.argv[1:]))
+        store.set_meta("command", "losskit " + shlex.join(args.argv))
         summary = run_trials(
             trials,
             store,

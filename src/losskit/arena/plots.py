@@ -34,30 +34,37 @@ def _png(fig) -> bytes:
 
 
 def noise_curves(records: Sequence[Record], dataset: str) -> bytes | None:
-    """Test accuracy (mean ± std over seeds) against the achieved noise rate, one line per
-    objective and one panel per noise family (symmetric, pair-flip, real labels)."""
-    families: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
+    """Test accuracy (mean ± std over seeds) against the noise rate (achieved, averaged over
+    the seeds of a scenario), one line per objective and one panel per noise family
+    (symmetric, pair-flip, noise matrix, real label sets); clean runs sit at 0 in each."""
+    rates: dict[str, list[float]] = defaultdict(list)
+    accs: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
-        if r["dataset"] != dataset or "+" in r["scenario"]:
-            continue
-        kind = r["scenario"].split(":")[0]
-        targets = ("symmetric", "pairflip", "cifar10n") if kind == "clean" else (kind,)
-        for fam in targets:
-            if fam in ("symmetric", "pairflip", "cifar10n", "matrix"):
-                rate = round(float(r.get("noise_rate", 0.0)), 3)
-                families[fam][r["objective"]][rate].append(r["metrics"]["accuracy"])
-    families = {f: objs for f, objs in families.items() if any(len(v) > 1 for v in objs.values())}
+        if r["dataset"] == dataset and "+" not in r["scenario"]:
+            rates[r["scenario"]].append(float(r.get("noise_rate", 0.0)))
+            accs[(r["scenario"], r["objective"])].append(r["metrics"]["accuracy"])
+    noisy = ("symmetric", "pairflip", "matrix", "cifar10n")
+    families = sorted({sc.split(":")[0] for sc in rates} & set(noisy))
     if not families:
         return None
     fig, axes = _figure(len(families))
-    for ax, (fam, objs) in zip(axes, sorted(families.items()), strict=True):
-        for obj, by_rate in sorted(objs.items()):
-            xs = sorted(by_rate)
-            mean = [100 * np.mean(by_rate[x]) for x in xs]
-            std = [100 * np.std(by_rate[x]) for x in xs]
-            ax.errorbar([100 * x for x in xs], mean, yerr=std, marker="o", capsize=2, label=obj)
+    objectives = sorted({obj for _, obj in accs})
+    for ax, fam in zip(axes, families, strict=True):
+        members = [sc for sc in rates if sc.split(":")[0] in (fam, "clean")]
+        members.sort(key=lambda sc: np.mean(rates[sc]))
+        for obj in objectives:
+            pts = [
+                (100 * np.mean(rates[sc]), accs[(sc, obj)]) for sc in members if (sc, obj) in accs
+            ]
+            xs = [x for x, _ in pts]
+            ax.errorbar(
+                xs,
+                [100 * np.mean(a) for _, a in pts],
+                yerr=[100 * np.std(a) for _, a in pts],
+                marker="o",
+                capsize=2,
+                label=obj,
+            )
         ax.set(title=f"{dataset}: {fam} noise", xlabel="noise rate (%)", ylabel="test acc (%)")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="best")
