@@ -256,7 +256,7 @@ def test_parse_and_canonical_spellings():
 def test_registry_lists_every_scenario():
     names = list_scenarios()
     expected = {"clean", "symmetric", "pairflip", "matrix", "cifar10n", "longtail", "natural"}
-    assert expected | {"partial"} == set(names)
+    assert expected | {"partial", "subset"} == set(names)
     assert {e.name for e in losskit.catalog(kind="scenario", family="labels")} == set(names)
     assert losskit.get("longtail").papers == (15,)
     index, labels = losskit.get("symmetric").function(Y, C, np.random.default_rng(0), rate=0.5)
@@ -309,3 +309,22 @@ def test_bad_labels_and_seeds_raise_value_error():
         long_tail_counts(np.full(C, 10), 0.99)
     with pytest.raises(ValueError, match="rows"):
         Corrupted(np.arange(3), np.zeros(2), np.zeros(2))
+
+
+def test_subset_is_stratified_and_composes_with_real_labels():
+    y = np.repeat(np.arange(4), [100, 50, 30, 7])
+    out = apply_scenario("subset:0.5", y, 4, seed=3)
+    assert np.bincount(out.labels, minlength=4).tolist() == [50, 25, 15, 3]
+    assert np.array_equal(out.labels, y[out.index]) and np.all(np.diff(out.index) > 0)
+    again = apply_scenario("subset:0.5", y, 4, seed=3)
+    assert np.array_equal(out.index, again.index)
+    human = (y + (np.arange(y.size) % 3 == 0)) % 4  # every third label wrong
+    both = apply_scenario(
+        "subset:0.5+cifar10n:worst", y, 4, seed=3, extras={"cifar10n/worst": human}
+    )
+    assert np.array_equal(both.index, out.index)
+    assert np.array_equal(both.labels, human[both.index])
+    assert np.array_equal(both.clean, y[both.index])
+    for bad in ("subset:0", "subset:1.5"):
+        with pytest.raises(ValueError, match="fraction"):
+            apply_scenario(bad, y, 4, seed=0)

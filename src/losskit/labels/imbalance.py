@@ -109,3 +109,27 @@ def longtail_scenario(
     """Scenario step ``longtail:rho``: (kept indices into ``y``, their labels)."""
     index = long_tail_indices(y, num_classes, rho, rng)
     return index, np.asarray(y, dtype=np.int64)[index]
+
+
+def check_fraction(fraction: float) -> float:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return float(fraction)
+
+
+def subset_scenario(
+    y: np.ndarray, num_classes: int, rng: np.random.Generator, *, fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step ``subset:f``: a stratified random subsample keeping ``floor(f * n_c)`` (at least
+    one) samples of every class ``c``, so the class profile is unchanged; indices sorted.
+    Use it first to make a large set (CIFAR-10) affordable: ``subset:0.2+cifar10n:worst``."""
+    f = check_fraction(fraction)
+    y = check_class_labels(y, num_classes)
+    keep = []
+    for c in range(num_classes):
+        members = np.flatnonzero(y == c)
+        if members.size:
+            take = max(1, math.floor(f * members.size))
+            keep.append(rng.choice(members, size=take, replace=False))
+    index = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    return index.astype(np.int64), y[index]

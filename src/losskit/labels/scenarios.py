@@ -15,6 +15,7 @@ value for the next positional parameter or ``key=value``:
 ``cifar10n:set``     CIFAR-10N human labels, set in aggre / worst / random1-3, read from
                      ``extras["cifar10n/<set>"]`` (int [n], aligned with ``y``)
 ``longtail:rho``     subsample to n_i = floor(n_max rho^(-i/(C-1))), class 0 the head
+``subset:f``         stratified random subsample: floor(f n_c) samples of every class c
 ``natural``          as ``clean``; marks a naturally long-tailed set (TREC-50) so that
                      :func:`is_long_tailed` is true and head/medium/tail are reported
 ``partial:r``        multi-label: each positive dropped to 0 with prob. r (a sample may lose
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from losskit._core.registry import catalog, register
-from losskit.labels.imbalance import check_rho, longtail_scenario
+from losskit.labels.imbalance import check_fraction, check_rho, longtail_scenario, subset_scenario
 from losskit.labels.noise import (
     CIFAR10N_SETS,
     SYMMETRIC_TARGETS,
@@ -133,6 +134,7 @@ def _check_diag(diag: float) -> float:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "rate": check_rate,
     "rho": check_rho,
+    "fraction": check_fraction,
     "trace": _check_trace_value,
     "diag": _check_diag,
     "target": _choice("target", SYMMETRIC_TARGETS),
@@ -180,6 +182,11 @@ _SCENARIOS: dict[str, _Scenario] = {
         (_Param("rho", float),),
         "Long-tail subsample: n_i = floor(n_max * rho^(-i/(C-1))), class 0 the head.",
         (15,),
+    ),
+    "subset": _Scenario(
+        subset_scenario,
+        (_Param("fraction", float),),
+        "Stratified random subsample of a fraction of every class (class profile kept).",
     ),
     "natural": _Scenario(
         clean_scenario, (), "A naturally long-tailed set (TREC-50) as it is, reported by group."
