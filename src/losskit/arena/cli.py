@@ -51,10 +51,12 @@ def _list() -> int:
     from losskit.labels import list_scenarios
 
     for s in SUITES.values():
-        print(
-            f"suite {s.name}: datasets {', '.join(s.datasets)}; {s.seeds} seeds, "
-            f"{s.epochs} epochs; objectives {', '.join(s.objectives)}"
-        )
+        print(f"suite {s.name}: {s.seeds} seeds")
+        for t in s.tracks:
+            print(
+                f"  {t.dataset} ({t.model}, {t.epochs} epochs): scenarios "
+                f"{', '.join(t.scenarios)}; objectives {', '.join(t.objectives)}"
+            )
     for name in list_datasets():
         print(f"dataset {name}{'' if dataset_available(name) else '  (data missing)'}")
     print("scenarios: " + ", ".join(list_scenarios()))
@@ -64,53 +66,45 @@ def _list() -> int:
 
 
 def _suite(args: argparse.Namespace) -> Suite:
-    base = get_suite(args.suite)
-    over: dict[str, Any] = {}
-    if args.datasets:
-        over["datasets"] = tuple(args.datasets)
-    if args.scenarios:
-        over["scenarios"] = tuple(args.scenarios)
-        over["dataset_scenarios"] = {}
-    if args.objectives:
-        over["objectives"] = tuple(args.objectives)
-    if args.seeds is not None:
-        over["seeds"] = args.seeds
-    if args.epochs is not None:
-        over["epochs"] = args.epochs
-    if args.model:
-        over["models"] = {d: args.model for d in over.get("datasets", base.datasets)}
-    return Suite(**{**base.__dict__, **over})
+    return get_suite(args.suite).override(
+        datasets=args.datasets,
+        scenarios=args.scenarios,
+        objectives=args.objectives,
+        model=args.model,
+        epochs=args.epochs,
+        seeds=args.seeds,
+    )
 
 
 def build_trials(suite: Suite, data_dir: str | None) -> list:
-    """Every (dataset, scenario, objective, seed) of the suite whose data is present."""
+    """Every (track, scenario, objective, seed) of the suite whose data is present."""
     import losskit
     from losskit.arena.datasets import dataset_available, missing_files
     from losskit.arena.trial import Trial
     from losskit.labels import canonical_scenario
 
     trials = []
-    for i, ds in enumerate(suite.datasets):
-        if not dataset_available(ds, data_dir):
-            missing = ", ".join(str(p) for p in missing_files(ds, data_dir))
+    for i, track in enumerate(suite.tracks):
+        if not dataset_available(track.dataset, data_dir):
+            missing = ", ".join(str(p) for p in missing_files(track.dataset, data_dir))
             if i == 0:
-                raise ValueError(f"dataset {ds!r} needs files that are missing: {missing}")
-            print(f"skipping {ds}: missing {missing}", file=sys.stderr)
+                raise ValueError(f"dataset {track.dataset!r} needs missing files: {missing}")
+            print(f"skipping {track.dataset}: missing {missing}", file=sys.stderr)
             continue
-        for scenario in suite.scenarios_for(ds):
-            for spec in suite.objectives:
+        for scenario in track.scenarios:
+            for spec in track.objectives:
                 name, params = parse_objective(spec)
                 losskit.get(name)  # unknown names fail before any training
                 for seed in range(suite.seeds):
                     trials.append(
                         Trial(
-                            dataset=ds,
+                            dataset=track.dataset,
                             scenario=canonical_scenario(scenario),
                             objective=name,
                             params=params,
-                            model=suite.model_for(ds),
+                            model=track.model,
                             seed=seed,
-                            epochs=suite.epochs,
+                            epochs=track.epochs,
                         )
                     )
     return trials

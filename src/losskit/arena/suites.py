@@ -1,81 +1,96 @@
 """Named sweeps of the arena and the objective-spec syntax.
 
 An objective spec is a registered name with optional hyperparameters:
-``"comp_sum:tau=1.5"``, ``"ldam:drw=true"``. A suite names datasets, scenarios, objectives,
-seeds, epochs and the model per dataset; ``expand`` turns it into trials.
+``"comp_sum:tau=1.5"``, ``"ldam:drw_start=24"``. A suite is a list of tracks; a track is one
+dataset with its model, epochs, scenarios and objectives, expanded over the suite's seeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
+NOISE_ROBUST = ("generalized_cross_entropy", "comp_sum:tau=1.5", "ldr_kl")
 QUICK_OBJECTIVES = (
     "cross_entropy",
     "focal",
-    "generalized_cross_entropy",
-    "comp_sum:tau=1.5",
-    "ldr_kl",
-    "ldam",
+    *NOISE_ROBUST,
+    "ldam:drw_start=24",
     "spherical_z_loss",
     "self_adjusting_dice",
 )
 
 
 @dataclass(frozen=True)
-class Suite:
-    """A sweep: every dataset x scenario x objective x seed (datasets whose data is missing are
-    skipped with a message, except the first, which must be there)."""
+class Track:
+    """One dataset of a suite: model, epochs, label scenarios and objectives."""
 
-    name: str
-    datasets: tuple[str, ...]
+    dataset: str
+    model: str
+    epochs: int
     scenarios: tuple[str, ...]
     objectives: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A sweep over tracks and seeds. Tracks whose data is missing are skipped with a
+    message, except the first, which must be there."""
+
+    name: str
+    tracks: tuple[Track, ...]
     seeds: int = 3
-    epochs: int = 30
-    models: dict[str, str] = field(default_factory=dict)
-    dataset_scenarios: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def model_for(self, dataset: str) -> str:
-        return self.models.get(dataset, "mlp")
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(t.dataset for t in self.tracks)
 
-    def scenarios_for(self, dataset: str) -> tuple[str, ...]:
-        return self.dataset_scenarios.get(dataset, self.scenarios)
+    def override(self, **fields: Any) -> Suite:
+        """A copy with ``datasets``, ``scenarios``, ``objectives``, ``model``, ``epochs`` or
+        ``seeds`` replaced (the CLI flags); new datasets get the first track's settings."""
+        tracks = list(self.tracks)
+        if fields.get("datasets"):
+            known = {t.dataset: t for t in tracks}
+            tracks = [known.get(d, replace(tracks[0], dataset=d)) for d in fields["datasets"]]
+        changes = {k: fields[k] for k in ("scenarios", "objectives", "model", "epochs")
+                   if fields.get(k) is not None}  # fmt: skip
+        tracks = [replace(t, **changes) for t in tracks]
+        seeds = fields.get("seeds")
+        return replace(self, tracks=tuple(tracks), seeds=self.seeds if seeds is None else seeds)
 
 
+_CIFAR = ("cross_entropy", *NOISE_ROBUST)
 SUITES: dict[str, Suite] = {
     "quick": Suite(
-        name="quick",
-        datasets=("digits", "trec6"),
-        scenarios=("clean", "symmetric:0.4", "pairflip:0.4", "longtail:50"),
-        objectives=QUICK_OBJECTIVES,
-        seeds=3,
-        epochs=30,
-        models={"digits": "mlp", "trec6": "linear"},
+        "quick",
+        (
+            Track("digits", "mlp", 30, ("clean", "symmetric:0.4", "pairflip:0.4", "longtail:50"),
+                  QUICK_OBJECTIVES),
+            Track("trec6", "linear", 30, ("clean", "symmetric:0.4", "pairflip:0.4"),
+                  QUICK_OBJECTIVES),
+        ),
     ),
     "standard": Suite(
-        name="standard",
-        datasets=("cifar10", "trec50", "sms_spam", "digits"),
-        scenarios=("clean",),
-        objectives=QUICK_OBJECTIVES + ("mean_absolute_error", "aldr_kl", "dice"),
-        seeds=3,
-        epochs=15,
-        models={"cifar10": "cnn", "trec50": "linear", "sms_spam": "linear", "digits": "mlp"},
-        dataset_scenarios={
-            "cifar10": (
-                "clean",
-                "cifar10n:aggre",
-                "cifar10n:random1",
-                "cifar10n:worst",
-                "symmetric:0.4",
-                "longtail:100",
-            ),
-            "trec50": ("natural",),
-            "sms_spam": ("clean",),
-            "digits": ("clean", "symmetric:0.2", "symmetric:0.4", "symmetric:0.6", "longtail:100"),
-        },
+        "standard",
+        (
+            Track("digits", "mlp", 30,
+                  ("clean", "symmetric:0.2", "symmetric:0.4", "symmetric:0.6", "pairflip:0.4",
+                   "longtail:100"),
+                  (*QUICK_OBJECTIVES, "mean_absolute_error", "aldr_kl", "dice")),
+            Track("trec50", "linear", 30, ("natural",),
+                  ("cross_entropy", "focal", "ldam:drw_start=24", "dice", "self_adjusting_dice",
+                   *NOISE_ROBUST)),
+            Track("sms_spam", "linear", 30, ("clean",),
+                  ("cross_entropy", "focal", "dice", "self_adjusting_dice")),
+            Track("cifar10", "cnn", 10,
+                  ("subset:0.2+symmetric:0.4", "subset:0.2+cifar10n:worst", "subset:0.2"),
+                  _CIFAR),
+            Track("cifar10", "cnn", 10, ("longtail:100",), ("cross_entropy", "ldam:drw_start=8")),
+            Track("cifar10", "cnn", 10,
+                  ("subset:0.2+cifar10n:aggre", "subset:0.2+cifar10n:random1"), _CIFAR),
+        ),
     ),
-}
+}  # fmt: skip
 
 
 def _value(text: str) -> Any:
