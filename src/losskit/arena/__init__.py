@@ -1,0 +1,1 @@
+"""The arena: real offline datasets, label scenarios, trials, result store and reports."""
