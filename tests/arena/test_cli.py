@@ -83,3 +83,32 @@ def test_leaderboard_mean_std_and_rank():
     bal = [x["metrics"]["balanced_accuracy"] for x in records if x["objective"] == "a"]
     assert board.rows[0].mean["balanced_accuracy"] == pytest.approx(np.mean(bal))
     assert board.rows[0].std["balanced_accuracy"] == pytest.approx(np.std(bal, ddof=1))
+
+
+def _record(ds, sc, obj, acc):
+    return {
+        "dataset": ds,
+        "scenario": sc,
+        "objective": obj,
+        "noise_rate": 0.4,
+        "metrics": {"accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc, "ece": 0.0},
+    }
+
+
+def test_claims_verdicts_follow_the_seed_spread():
+    from losskit.arena.claims import check_claims, claims_markdown
+
+    recs = [_record("digits", "symmetric:0.4", "cross_entropy", a) for a in (0.80, 0.82, 0.81)]
+    recs += [_record("digits", "symmetric:0.4", "ldr_kl", a) for a in (0.90, 0.91, 0.92)]
+    recs += [_record("digits", "symmetric:0.4", "comp_sum:tau=1.5", a) for a in (0.79, 0.83, 0.8)]
+    recs += [_record("digits", "clean", "ldr_kl", 0.99)]  # no claim covers the clean scenario
+    rows = {r["objective"]: r for r in check_claims(recs)}
+    assert set(rows) == {"ldr_kl", "comp_sum:tau=1.5"}
+    assert rows["ldr_kl"]["reproduced"] == "yes"
+    assert rows["comp_sum:tau=1.5"]["reproduced"] == "tie"
+    assert rows["ldr_kl"]["baseline_mean"] == pytest.approx(0.81)
+    assert "`ldr_kl` 91.0 ± 1.0" in claims_markdown(recs)
+    worse = [_record("x", "subset:0.2+cifar10n:worst", o, a)
+             for o, a in (("cross_entropy", 0.7), ("cross_entropy", 0.71),
+                          ("ldr_kl", 0.5), ("ldr_kl", 0.52))]  # fmt: skip
+    assert check_claims(worse)[0]["reproduced"] == "no"

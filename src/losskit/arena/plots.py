@@ -72,11 +72,15 @@ def noise_curves(records: Sequence[Record], dataset: str) -> bytes | None:
 
 
 def per_class_accuracy(records: Sequence[Record], dataset: str, scenario: str) -> bytes | None:
-    """Per-class test accuracy (mean over seeds) by class index (class 0 is the head)."""
+    """Per-class test accuracy (mean over seeds), classes ordered by training count (head
+    first)."""
     by_obj: dict[str, list[np.ndarray]] = defaultdict(list)
     for r in records:
         if r["dataset"] == dataset and r["scenario"] == scenario and r.get("per_class_accuracy"):
-            by_obj[r["objective"]].append(np.asarray(r["per_class_accuracy"], dtype=float))
+            acc = np.asarray(r["per_class_accuracy"], dtype=float)
+            counts = r.get("train_class_counts")
+            order = np.argsort(-np.asarray(counts), kind="stable") if counts else slice(None)
+            by_obj[r["objective"]].append(acc[order])
     if not by_obj:
         return None
     fig, (ax,) = _figure(1, width=7.0)
@@ -84,7 +88,7 @@ def per_class_accuracy(records: Sequence[Record], dataset: str, scenario: str) -
         ax.plot(100 * np.mean(accs, axis=0), marker=".", label=obj)
     ax.set(
         title=f"{dataset} / {scenario}: per-class accuracy",
-        xlabel="class (head → tail)",
+        xlabel="class, by training count (head → tail)",
         ylabel="test acc (%)",
     )
     ax.grid(alpha=0.3)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from losskit.arena import plots
+from losskit.arena.claims import claims_markdown
 from losskit.arena.leaderboard import is_long_tail, leaderboards, markdown_table, terminal_table
 
 Record = Mapping[str, Any]
@@ -49,6 +50,18 @@ def build_report(
         "seeds, in %. Ranked by accuracy, by balanced accuracy under a long tail.\n"
     )
     md = ["# Arena results", "", header]
+    claims = claims_markdown(records)
+    if claims:
+        md += [
+            "## Reproductions",
+            "",
+            "A claim is reproduced ('yes') where the objective's "
+            "mean beats cross-entropy's by more than the larger standard deviation, 'no' "
+            "where it is worse by that much, 'tie' otherwise.",
+            "",
+            claims,
+            "",
+        ]
     for b in boards:
         md += [
             f"## {b.dataset} / {b.scenario} (noise {b.noise_rate:.1%})",
