@@ -22,7 +22,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 demo: venv
-	$(VENV)/bin/losskit arena --suite quick --out out/demo
+	$(VENV)/bin/losskit arena --suite quick --workers 2 --out out/demo
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
