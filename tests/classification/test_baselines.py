@@ -104,3 +104,31 @@ def test_logsumexp_penalty():
         logsumexp_penalty(x, coef=-1)
     with pytest.raises(ValueError, match="logits"):
         logsumexp_penalty(x[0])
+
+
+def test_focal_confident_rows_have_finite_gradients():
+    """gamma < 1: (1 - p)^gamma has an infinite derivative where p rounds to 1, where the
+    loss is flat; the gradient there is 0, not NaN (hard and soft targets)."""
+    x = torch.tensor([[50.0, -50.0, 0.0], [1.0, 2.0, 3.0]])
+    y = torch.tensor([0, 1])
+    for gamma in (0.5, 2.0):
+        for target in (y, F.one_hot(y, 3).float()):
+            xg = x.clone().requires_grad_(True)
+            focal_loss(xg, target, gamma=gamma, reduction="sum").backward()
+            assert torch.isfinite(xg.grad).all()
+            assert xg.grad[0].abs().max() < 1e-6 and xg.grad[1].abs().max() > 1e-2
+
+
+def test_target_nll_and_row_dot_helpers():
+    from losskit.classification._common import prepare, row_dot, target_nll
+
+    x, y, p = random_batch(6, 4)
+    y[1] = -100
+    b = prepare(x, y, ignore_index=-100)
+    ref = F.cross_entropy(x, y.clamp(min=0), reduction="none")
+    torch.testing.assert_close(target_nll(b), ref)  # ignored samples read class 0
+    with pytest.raises(ValueError, match="class-index"):
+        target_nll(prepare(x, p))
+    a = torch.randn(5, 7, dtype=torch.float64)
+    torch.testing.assert_close(row_dot(a, x[:5, :1].expand(5, 7)), (a * x[:5, :1]).sum(1))
+    torch.testing.assert_close(row_dot(a, a.t().contiguous().t()), (a * a).sum(1))

@@ -11,6 +11,8 @@ import torch
 from losskit.classification.dice import (
     DiceLoss,
     SelfAdjustingDiceLoss,
+    _HardDiceRows,
+    _SelfAdjustedSoftmax,
     dice_loss,
     self_adjusting_dice_loss,
 )
@@ -290,3 +292,70 @@ def test_bad_inputs():
     ]:
         with pytest.raises(ValueError, match=name):
             cls(**kw)
+
+
+def _adjusted_softmax_autograd(x, alpha):
+    """p (1 - p)^alpha through autograd, 1 - p of the top class as the mass of the others."""
+    logp = torch.log_softmax(x, dim=1)
+    is_top = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.argmax(1, keepdim=True), True)
+    rest = torch.logsumexp(x.masked_fill(is_top, float("-inf")), dim=1, keepdim=True)
+    log1m_top = rest - torch.logsumexp(x, dim=1, keepdim=True)
+    p_low = torch.where(is_top, torch.zeros_like(logp), logp.exp())
+    log1m = torch.where(is_top, log1m_top, torch.log1p(-p_low))
+    return torch.exp(logp + alpha * log1m)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.7, 2.0])
+def test_self_adjusted_softmax_function(alpha):
+    """Values and gradients of the hand-written p (1 - p)^alpha: gradcheck, and agreement
+    with autograd on rows with ties, a dominant class and 1 - p_top below float64's range."""
+    x, _, _ = random_batch(6, 5, seed=31)
+    x[0] = torch.tensor([50.0, -50.0, 0.0, 1.0, 2.0])
+    x[1] = torch.tensor([3.0, 3.0, 0.0, 1.0, 2.0])
+    x[2] = torch.tensor([800.0, -50.0, 0.0, 1.0, 2.0])
+    xg = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: _SelfAdjustedSoftmax.apply(z, alpha), (xg,))
+    cot = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = _SelfAdjustedSoftmax.apply(xa, alpha)
+    ref = _adjusted_softmax_autograd(xb, alpha)
+    torch.testing.assert_close(out, ref)
+    (out * cot).sum().backward()
+    (ref * cot).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    if alpha < 0.5:  # (1 - p)^alpha of the top class, with 1 - p = exp(-798), is kept
+        assert out[2, 0] > 0
+    with pytest.raises(RuntimeError):
+        (g,) = torch.autograd.grad(_SelfAdjustedSoftmax.apply(xg, alpha).sum(), xg,
+                                   create_graph=True)  # fmt: skip
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("square", [False, True])
+@pytest.mark.parametrize("gamma", [1e-4, 1.0])
+def test_hard_dice_rows_function(square, gamma):
+    g = torch.Generator().manual_seed(2)
+    pt = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    pt[0, 1] = 0.0  # t = 0: the class term is exactly 0
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    k = 2 if square else 1
+    onehot = torch.eye(5, dtype=pt.dtype)[y]
+    gap = (pt - onehot) ** 2 if square else pt * (1 - onehot) + onehot * (1 - pt)
+    ref = (gap / (pt**k + onehot**k + gamma)).mean(1)
+    torch.testing.assert_close(_HardDiceRows.apply(pt, y, gamma, square), ref)
+    ptg = torch.rand(6, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: _HardDiceRows.apply(t, y, gamma, square), (ptg,))
+
+
+def test_float32_extreme_rows_match_float64():
+    """Scores whose 1 - p_top underflows in float32 still give float64's loss and gradient."""
+    x = torch.tensor([[120.0, -5.0, 0.0, 3.0], [0.5, 0.2, -0.1, 0.0], [-3.0, 90.0, 1.0, 2.0]])
+    y = torch.tensor([0, 2, 3])
+    for fn in (dice_loss, self_adjusting_dice_loss):
+        outs = []
+        for dtype in (torch.float32, torch.float64):
+            xg = x.clone().to(dtype).requires_grad_(True)
+            out = fn(xg, y, reduction="sum")
+            out.backward()
+            outs.append((out.double(), xg.grad.double()))
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)

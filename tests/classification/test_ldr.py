@@ -13,7 +13,9 @@ from losskit.classification.ldr import (
     TRANSFORMS,
     ALDRKLLoss,
     LDRKLLoss,
+    _L1MeanScaled,
     _log_softplus,
+    _transform,
     aldr_kl_lambda,
     aldr_kl_loss,
     ldr_kl_loss,
@@ -340,3 +342,38 @@ def test_aldr_module_state_and_index_checks():
         "transform": "l1_mean",
     }
     assert isinstance(entry.build(num_samples=5), ALDRKLLoss)
+
+
+def test_l1_mean_scaled_function_gradients():
+    """The hand-written backward of f / (mean|f| * lam): gradcheck in f and a per-row lam,
+    the all-zero-row convention of the autograd form, and first derivatives only."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(5, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    lam = (torch.rand(5, 1, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    fn = lambda z, t: _L1MeanScaled.apply(z, _transform(z, "l1_mean")[1], t)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (f, lam))
+    assert torch.autograd.gradcheck(lambda z: fn(z, torch.tensor(2.0, dtype=z.dtype)), (f,))
+    # a zero row: scale 1 and the plain 1/lam gradient, as autograd through the where gives
+    z = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    z[1] = 0.0
+    cot = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    (fn(za, torch.tensor(2.0, dtype=z.dtype)) * cot).sum().backward()
+    s = zb.abs().mean(1, keepdim=True)
+    ((zb / torch.where(s > 0, s, torch.ones_like(s)) / 2.0) * cot).sum().backward()
+    torch.testing.assert_close(za.grad, zb.grad)
+    with pytest.raises(RuntimeError):
+        (gf,) = torch.autograd.grad(fn(f, lam).sum(), f, create_graph=True)
+        gf.sum().backward()
+
+
+def test_aldr_loss_gradient_in_lam():
+    """aldr_kl_loss is differentiable in the temperatures it is given (all transforms)."""
+    x, y, p = random_batch(5, 4, seed=12)
+    lam = torch.linspace(1.0, 3.0, 5, dtype=torch.float64).requires_grad_(True)
+    for transform in TRANSFORMS:
+        for target in (y, p):
+            fn = lambda z, t, tg=target, tr=transform: aldr_kl_loss(  # noqa: E731
+                z, tg, t, lam0=3.0, transform=tr, reduction="sum"
+            )
+            assert torch.autograd.gradcheck(fn, (x.clone().requires_grad_(True), lam))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from losskit._core.checks import (
@@ -67,6 +69,27 @@ def per_class_expectation(per_class: Tensor, b: Batch) -> Tensor:
         return per_class.gather(1, b.y[:, None]).squeeze(1)
     p = b.y if b.weight is None else b.y * b.weight
     return (p * per_class).sum(dim=1)
+
+
+def target_nll(b: Batch) -> Tensor:
+    """``-log p_y = logsumexp(z) - z_y`` per sample for hard targets (ignored samples read
+    class 0; :func:`finish` masks them): the cross-entropy, for losses that are a function of
+    ``p_y`` alone.
+
+    Computed with torch's fused cross-entropy kernel, which keeps only the log-softmax for the
+    backward pass: such a loss costs the forward and backward of ``F.cross_entropy`` plus O(N)
+    work. (An explicit ``log_softmax`` followed by a negation or a gather, or ``logsumexp``
+    minus a gather, adds one or two passes over the ``[N, C]`` logits.)
+    """
+    if b.soft:
+        raise ValueError("target_nll needs class-index targets")
+    return F.cross_entropy(b.x, b.y, reduction="none")
+
+
+def row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``sum_k a_ik b_ik`` per row of two ``[N, C]`` tensors, as a batched matrix product (no
+    ``[N, C]`` temporary, unlike ``(a * b).sum(1)``). For hand-written backward passes."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(1).transpose(1, 2)).view(a.shape[0])
 
 
 def finish(per_sample: Tensor, b: Batch, reduction: str, *, weighted: bool = False) -> Tensor:

@@ -38,7 +38,13 @@ from torch import Tensor, nn
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
-from losskit.classification._common import Batch, finish, per_class_expectation, prepare
+from losskit.classification._common import (
+    Batch,
+    finish,
+    per_class_expectation,
+    prepare,
+    target_nll,
+)
 
 
 def _phi_of_ce(s: Tensor, tau: float) -> Tensor:
@@ -52,12 +58,13 @@ def _phi_of_ce(s: Tensor, tau: float) -> Tensor:
 def comp_sum_per_class(b: Batch, tau: float) -> Tensor:
     """Per-sample ``l_tau`` (hard targets) or its expectation under ``b.y`` (soft targets),
     before class weights and reduction. Shared with the adversarial variant."""
+    if not b.soft:
+        # a function of p_y alone: no [N, C] intermediate beyond cross-entropy's
+        return _phi_of_ce(target_nll(b), tau)
     s = -torch.log_softmax(b.x, dim=1)
-    if b.soft:
-        # classes with no target mass must not reach exp(): 0 * inf would be NaN
-        s = torch.where(b.y > 0, s, torch.zeros_like(s))
-        return per_class_expectation(_phi_of_ce(s, tau), b)
-    return _phi_of_ce(per_class_expectation(s, b), tau)
+    # classes with no target mass must not reach exp(): 0 * inf would be NaN
+    s = torch.where(b.y > 0, s, torch.zeros_like(s))
+    return per_class_expectation(_phi_of_ce(s, tau), b)
 
 
 def _check_tau(tau: float) -> float:

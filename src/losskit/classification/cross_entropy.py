@@ -8,12 +8,12 @@ applied as in ``torch.nn.functional.cross_entropy``.
 
 from __future__ import annotations
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
-from losskit.classification._common import finish, per_class_expectation, prepare
+from losskit.classification._common import prepare
 
 
 def cross_entropy(
@@ -28,19 +28,18 @@ def cross_entropy(
     """Softmax cross-entropy for hard (``[N]`` int) or soft (``[N, C]`` float) targets.
 
     Matches ``torch.nn.functional.cross_entropy`` in value, weighting and reduction, and
-    computes in at least float32 (half inputs are upcast, the result is cast back).
+    computes in at least float32 (half inputs are upcast, the result is cast back): after
+    losskit's validation it calls torch's fused kernel on the upcast logits.
     """
     eps = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
     b = prepare(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
-    nll = -torch.log_softmax(b.x, dim=1)
-    loss = per_class_expectation(nll, b)
-    if eps == 0:
-        return finish(loss, b, reduction)
-    # torch weights the smoothing term per class, not by the sample's class weight
-    smooth = (nll if b.weight is None else nll * b.weight).mean(dim=1)
-    if b.soft or b.w is None:
-        return finish((1 - eps) * loss + eps * smooth, b, reduction)
-    return finish((1 - eps) * loss * b.w + eps * smooth, b, reduction, weighted=True)
+    # after validation and upcasting, torch's fused kernel has exactly these semantics
+    y = b.y if b.soft else target.long()
+    loss = F.cross_entropy(
+        b.x, y, weight=b.weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=eps,
+    )  # fmt: skip
+    return loss.to(b.dtype)
 
 
 class CrossEntropyLoss(nn.Module):

@@ -35,6 +35,12 @@ forms are each consistent and classes are averaged. Its OHEM option (keep the ha
 negatives) is not implemented. ``1 - p`` is taken in log space, so ``alpha > 0`` keeps finite
 gradients when ``p`` rounds to 1.
 
+Cost: ``p~`` for ``alpha > 0`` and the per-example multiclass Dice with class indices (the
+common case) are small autograd Functions with hand-written backward passes that work in place
+and keep only ``p~`` for the backward pass (autograd through the same formulas keeps seven to
+nine ``[N, C]`` tensors). The other paths (binary, soft targets, ``batch_dice``) stay in plain
+autograd on top of ``p~``.
+
 Defaults: :func:`dice_loss` ``smooth = 1``, plain denominator, ``alpha = 0``;
 :func:`self_adjusting_dice_loss` follows the paper's scripts: ``alpha = 0.01``,
 ``gamma = 1``, squared denominator.
@@ -44,22 +50,98 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import check_number, check_reduction, is_soft
 from losskit._core.registry import register
 from losskit.classification._common import Batch, finish, prepare
 
 
-def _log_p_and_1mp(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``log p`` and ``log(1 - p)`` of ``softmax(x)``, accurate even when ``p`` rounds to 1:
-    for the top class ``1 - p`` is the softmax mass of the other classes."""
-    logp = torch.log_softmax(x, dim=1)
-    top = x.argmax(dim=1, keepdim=True)
-    is_top = torch.zeros_like(x, dtype=torch.bool).scatter_(1, top, True)
-    rest = torch.logsumexp(x.masked_fill(is_top, float("-inf")), dim=1, keepdim=True)
-    log1m_top = rest - torch.logsumexp(x, dim=1, keepdim=True)
-    p_low = torch.where(is_top, torch.zeros_like(logp), logp.exp())
-    return logp, torch.where(is_top, log1m_top, torch.log1p(-p_low))
+class _SelfAdjustedSoftmax(torch.autograd.Function):
+    """``p~ = p (1 - p)^alpha`` with ``p = softmax(x)`` per row, ``alpha > 0``.
+
+    ``1 - p`` is taken in log space for the row's top class ``t``: ``1 - p_t = exp(r - L)``
+    with ``r`` the logsumexp of the other classes and ``L`` that of all (the other classes
+    have ``p <= 1/2``, so ``log1p(-p)`` is accurate for them). The backward uses
+    ``d p~_c / d x_k = p~_c (1 - alpha p_c / (1 - p_c)) ([c = k] - p_k)`` and recomputes
+    ``e_k = exp(x_k - r)`` (``p_k = (1 - p_t) e_k`` off the top), writing the top class's
+    term through ``e`` so that it stays finite when ``p_t`` rounds to 1. One ``[N, C]``
+    buffer forward, two backward (autograd through the log-space form forms about fifteen).
+    First derivatives only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        two = torch.topk(x, 2, dim=1)
+        top, m1, m2 = two.indices[:, :1], two.values[:, :1], two.values[:, 1:]
+        pt = torch.sub(x, m2).exp_().scatter_(1, top, 0.0)  # exp(x_k - m2) off the top
+        rest = m2 + torch.log(pt.sum(dim=1, keepdim=True))  # the sum is >= 1
+        lse = torch.logaddexp(m1, rest)
+        log_q = rest - lse  # log(1 - p_top)
+        # off the top: p~ = exp(log p + alpha log1p(-p)), log p = x - lse
+        pt.mul_(-torch.exp(m2 - lse)).log1p_()
+        torch.add(x, pt, alpha=alpha, out=pt).sub_(lse).exp_()
+        pt.scatter_(1, top, torch.exp(m1 - lse + alpha * log_q))
+        ctx.alpha = alpha
+        ctx.save_for_backward(x, pt, top, rest, lse, log_q)
+        return pt
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        x, pt, top, rest, lse, log_q = ctx.saved_tensors
+        a = ctx.alpha
+        q, p_top = torch.exp(log_q), torch.exp(x.gather(1, top) - lse)
+        e = torch.sub(x, rest).exp_().scatter_(1, top, 0.0)  # 0 at the top
+        # beta = grad p~ (1 - a p / (1 - p)) off the top, 0 at the top;
+        # p / (1 - p) = 1 / (1 / p - 1) is exact for small p and 0 at p = 0
+        out = torch.mul(e, q).reciprocal_().sub_(1.0).reciprocal_().mul_(-a).add_(1.0)
+        out.mul_(pt).mul_(grad).scatter_(1, top, 0.0)
+        s = out.sum(dim=1, keepdim=True)
+        g_top = grad.gather(1, top) * pt.gather(1, top)
+        # off the top: beta_k - p_k (s + g_top) + g_top a p_top e_k, with p_k = q e_k
+        out.addcmul_(e, g_top * (a * p_top - q) - q * s)
+        return out.scatter_(1, top, g_top * (q - a * p_top) - p_top * s), None
+
+
+class _HardDiceRows(torch.autograd.Function):
+    """Per-example Dice ``(1/C) sum_c d(p~_c, [c = y])`` for class indices ``y`` from the
+    scores ``p~[N, C]``, with ``k = 2`` (squared denominator) or ``1``:
+    ``d(t, 0) = t^k / (t^k + gamma)``, ``d(t, 1) = (1 - t)^k / (t^k + 1 + gamma)``. Evaluated
+    in place in one ``[N, C]`` buffer each way (autograd forms about ten). First derivatives
+    only."""
+
+    @staticmethod
+    def forward(ctx, pt: Tensor, y: Tensor, gamma: float, square: bool) -> Tensor:
+        t = pt.gather(1, y[:, None])
+        d = torch.reciprocal(pt)
+        if square:
+            d.square_()
+        d.mul_(gamma).add_(1.0).reciprocal_()  # t^k / (t^k + gamma), exact 0 at t = 0
+        den = (t * t if square else t) + (1.0 + gamma)
+        d.scatter_(1, y[:, None], ((1.0 - t) ** 2 if square else 1.0 - t) / den)
+        ctx.gamma, ctx.square = gamma, square
+        ctx.save_for_backward(pt, y)
+        return d.sum(dim=1) / pt.shape[1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        pt, y = ctx.saved_tensors
+        gamma, coef = ctx.gamma, grad[:, None] / pt.shape[1]
+        t = pt.gather(1, y[:, None])
+        if ctx.square:  # d'(t, 0) = 2 gamma t / (t^2 + gamma)^2
+            g = torch.mul(pt, pt).add_(gamma).square_().reciprocal_().mul_(pt)
+            g.mul_(2.0 * gamma * coef)
+            g_y = 2.0 * (t - 1.0) * (1.0 + gamma + t) / (t * t + 1.0 + gamma) ** 2
+        else:  # d'(t, 0) = gamma / (t + gamma)^2
+            g = torch.add(pt, gamma).square_().reciprocal_().mul_(gamma * coef)
+            g_y = -(2.0 + gamma) / (t + 1.0 + gamma) ** 2
+        return g.scatter_(1, y[:, None], g_y * coef), None, None, None
+
+
+def _adjusted_softmax(x: Tensor, alpha: float) -> Tensor:
+    """``p~ = (1 - p)^alpha p`` of ``p = softmax(x)``."""
+    return torch.softmax(x, dim=1) if alpha == 0 else _SelfAdjustedSoftmax.apply(x, alpha)
 
 
 def _inputs(
@@ -118,8 +200,9 @@ def _dice(
     b, binary = _inputs(logits, target, weight, ignore_index, reduction)
     if binary and batch_dice and weight is not None:
         raise ValueError("weight has no effect on the single-class binary batch Dice")
-    logp, log1mp = _log_p_and_1mp(b.x)
-    pt = torch.exp(logp if alpha == 0 else logp + alpha * log1mp)
+    pt = _adjusted_softmax(b.x, alpha)
+    if not (binary or batch_dice or b.soft):
+        return finish(_HardDiceRows.apply(pt, b.y, gamma, square_denominator), b, reduction)
     y = b.y if b.soft else torch.zeros_like(pt).scatter_(1, b.y[:, None], 1.0)
     if binary:
         pt, y = pt[:, 1:], y[:, 1:]

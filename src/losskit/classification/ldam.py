@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit._core.checks import check_number
@@ -81,10 +82,10 @@ def _ldam(
             f"class_counts must have one entry per class ({b.x.shape[1]}), got {margins.shape[0]}"
         )
     m = margins.to(device=b.x.device, dtype=b.x.dtype)
-    y = b.y[:, None]
-    z = scale * b.x.scatter_add(1, y, -m[b.y][:, None])
-    loss = -torch.log_softmax(z, dim=1).gather(1, y).squeeze(1)
-    return finish(loss, b, reduction)
+    # the margin touches one entry per row: shift it in place in the scaled copy
+    z = b.x * scale
+    z.scatter_add_(1, b.y[:, None], (-scale * m[b.y])[:, None])
+    return finish(F.cross_entropy(z, b.y, reduction="none"), b, reduction)
 
 
 def ldam_loss(

@@ -6,9 +6,11 @@ the uniform distribution, of the margin-shifted score differences::
     psi_lam(f; y) = max_p sum_k p_k (c 1[k != y] + f_k - f_y) - lam KL(p || 1/K)
                   = lam * log( (1/K) sum_k exp((c 1[k != y] + f_k - f_y) / lam) )
 
-computed as ``lam * (logsumexp(z) - log K)``. At ``c = 0, lam = 1`` it is cross-entropy minus
-``log K``; as ``lam -> 0`` it tends to the Crammer-Singer hinge ``max_k(c 1[k != y] + f_k -
-f_y)`` (error at most ``lam log K``), as ``lam -> inf`` to ``mean_k(c 1[k != y] + f_k - f_y)``.
+computed as ``lam * (CE((f - c e_y) / lam, y) - log K)`` for class indices (the same
+logsumexp with the margin moved onto the target entry, so torch's fused cross-entropy does the
+work). At ``c = 0, lam = 1`` it is cross-entropy minus ``log K``; as ``lam -> 0`` it tends to
+the Crammer-Singer hinge ``max_k(c 1[k != y] + f_k - f_y)`` (error at most ``lam log K``), as
+``lam -> inf`` to ``mean_k(c 1[k != y] + f_k - f_y)``.
 
 ALDR-KL gives every training sample ``i`` its own ``lam_i``, the maximiser of
 ``-lam KL(p_i || 1/K) - (alpha log K / (2 lam0)) (lam - lam0)^2`` for ``p_i = softmax(f/lam_i)``
@@ -37,7 +39,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import (
     check_choice,
@@ -48,7 +52,13 @@ from losskit._core.checks import (
 )
 from losskit._core.precision import upcast
 from losskit._core.registry import register
-from losskit.classification._common import Batch, finish, per_class_expectation, prepare
+from losskit.classification._common import (
+    Batch,
+    finish,
+    per_class_expectation,
+    prepare,
+    row_dot,
+)
 
 TRANSFORMS = (None, "softplus_mean", "l1_mean")
 _POSITIVE = {"low": 0.0, "low_open": True, "high": math.inf, "high_open": True}
@@ -69,28 +79,78 @@ def _log_softplus(x: Tensor) -> Tensor:
     return torch.where(x > t, hi, lo)
 
 
-def _transform(f: Tensor, transform: str | None) -> Tensor:
-    if transform is None:
-        return f
+class _L1MeanScaled(torch.autograd.Function):
+    """``f / (scale * lam)`` with ``scale = mean_k |f_k|`` per row (``1`` for an all-zero row),
+    given as a detached column: the ``"l1_mean"`` transform and the temperature in one pass.
+    The hand-written backward accounts for ``scale``'s dependence on ``f`` and forms one
+    ``[N, C]`` tensor (autograd through ``abs``, ``mean`` and two divisions forms five).
+    First derivatives only."""
+
+    @staticmethod
+    def forward(ctx, f: Tensor, scale: Tensor, lam: Tensor) -> Tensor:
+        ctx.save_for_backward(f, scale, lam)
+        return f / (scale * lam)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
+        f, scale, lam = ctx.saved_tensors
+        inv = 1.0 / (scale * lam)  # [N, 1]
+        dot = row_dot(grad, f)[:, None] * inv  # sum_k grad_k h_k
+        grad_f = grad_lam = None
+        if ctx.needs_input_grad[0]:
+            # d h_j / d f_k = inv (delta_jk - h_j sign(f_k) / (C scale)); sign(0) = 0 also
+            # covers the all-zero rows, whose scale is the constant 1
+            grad_f = torch.sign(f).mul_(-dot / (f.shape[1] * scale)).addcmul_(grad, inv)
+        if ctx.needs_input_grad[2]:
+            grad_lam = -dot / lam
+            if grad_lam.shape != lam.shape:
+                grad_lam = grad_lam.sum().reshape(lam.shape)
+        return grad_f, None, grad_lam
+
+
+def _transform(f: Tensor, transform: str | None) -> tuple[Tensor, Tensor | None]:
+    """The transformed scores as ``(f', scale)``: for ``"l1_mean"`` the division by the
+    detached row scale ``mean_k |f_k|`` is left to :func:`_scaled`, which applies it together
+    with the temperature (one pass over ``[N, C]``, shared by ALDR's two temperatures)."""
     if transform == "softplus_mean":
         ls = _log_softplus(f)
-        return torch.exp(ls - torch.logsumexp(ls, dim=1, keepdim=True) + math.log(f.shape[1]))
-    scale = f.abs().mean(dim=1, keepdim=True)
-    return f / torch.where(scale > 0, scale, torch.ones_like(scale))
+        lse = torch.logsumexp(ls, dim=1, keepdim=True)
+        return torch.exp(ls - lse + math.log(f.shape[1])), None
+    if transform is None:
+        return f, None
+    with torch.no_grad():
+        scale = torch.linalg.vector_norm(f, ord=1, dim=1, keepdim=True) / f.shape[1]
+        return f, torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def _psi(f: Tensor, b: Batch, lam: float | Tensor, margin: float) -> Tensor:
-    """Per-sample LDR-KL; ``lam`` a number or a column ``[N, 1]``."""
+def _scaled(f: Tensor, scale: Tensor | None, lam: float | Tensor) -> Tensor:
+    """The transformed scores ``(f, scale)`` divided by ``lam``; always a new tensor."""
+    if scale is None:
+        return f / lam
+    return _L1MeanScaled.apply(f, scale, torch.as_tensor(lam, dtype=f.dtype, device=f.device))
+
+
+def _psi(f: Tensor, scale: Tensor | None, b: Batch, lam: float | Tensor, margin: float) -> Tensor:
+    """Per-sample LDR-KL of the transformed scores ``(f, scale)`` (see :func:`_transform`);
+    ``lam`` a number or a column ``[N, 1]``."""
     log_k = math.log(f.shape[1])
     if not b.soft:
-        y = b.y[:, None]
-        z = (f - f.gather(1, y) + margin) / lam
-        z = z.scatter(1, y, torch.zeros_like(y, dtype=z.dtype))  # the k = y term is exactly 0
-        return (lam * (torch.logsumexp(z, dim=1, keepdim=True) - log_k)).squeeze(1)
+        # logsumexp_k (c 1[k != y] + f_k - f_y) / lam is the cross-entropy at y of
+        # h = (f - c e_y) / lam: the margin moves one entry per row, and torch's fused kernel
+        # does the rest (the k = y term of the sum is exactly exp(0) there as well)
+        h = _scaled(f, scale, lam)
+        if isinstance(lam, Tensor):
+            shift = -margin / lam
+        else:
+            shift = h.new_full((h.shape[0], 1), -margin / lam)
+        h.scatter_add_(1, b.y[:, None], shift)
+        lam_row = lam.squeeze(1) if isinstance(lam, Tensor) else lam
+        return lam_row * (F.cross_entropy(h, b.y, reduction="none") - log_k)
     # psi(f; c) = lam * (softplus(c/lam + LOO_c - g_c) - log K), g = f/lam and LOO_c the
     # logsumexp of g without class c: B + log1p(-q_c) (q = softmax(g)) is accurate for every
     # class but the row's arg-max, whose LOO is a masked logsumexp.
-    g = f / lam
+    g = _scaled(f, scale, lam)
     top = torch.zeros_like(g, dtype=torch.bool).scatter(1, g.argmax(dim=1, keepdim=True), True)
     q = torch.where(top, torch.zeros_like(g), torch.softmax(g, dim=1))
     loo = torch.logsumexp(g, dim=1, keepdim=True) + torch.log1p(-q)
@@ -122,15 +182,22 @@ def ldr_kl_loss(
     margin = check_number("margin", margin, low=0.0, high=math.inf, high_open=True)
     check_choice("transform", transform, TRANSFORMS)
     b = prepare(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
-    return finish(_psi(_transform(b.x, transform), b, lam, margin), b, reduction)
+    return finish(_psi(*_transform(b.x, transform), b, lam, margin), b, reduction)
 
 
-def _aldr_lambda(f: Tensor, lam_prev: Tensor, lam0: float, alpha: float) -> Tensor:
-    """``lam0 (1 - KL(softmax(f / lam_prev) || 1/K) / (alpha log K))`` clamped to its range."""
+def _aldr_lambda(
+    f: Tensor, scale: Tensor | None, lam_prev: Tensor, lam0: float, alpha: float
+) -> Tensor:
+    """``lam0 (1 - KL(softmax(f / lam_prev) || 1/K) / (alpha log K))`` clamped to its range,
+    for the transformed scores ``(f, scale)``."""
     with torch.no_grad():
         log_k = math.log(f.shape[1])
-        logp = torch.log_softmax(f.detach() / lam_prev[:, None], dim=1)
-        kl = (logp.exp() * logp).sum(dim=1) + log_k
+        # KL = sum_k p_k log p_k + log K with p = e / S, e = exp(g - max g): two [N, C] buffers
+        g = _scaled(f.detach(), scale, lam_prev[:, None])
+        g.sub_(g.amax(dim=1, keepdim=True))
+        e = torch.exp(g)
+        s = e.sum(dim=1)
+        kl = e.mul_(g).sum(dim=1) / s - torch.log(s) + log_k
         lam = lam0 * (1.0 - kl / (alpha * log_k))
         return lam.clamp(min=lam0 * (1.0 - 1.0 / alpha), max=lam0)
 
@@ -148,8 +215,8 @@ def aldr_kl_lambda(
     lam0 = check_number("lam0", lam0, **_POSITIVE)
     alpha = check_number("alpha", alpha, low=1.0, low_open=True, high=math.inf, high_open=True)
     check_choice("transform", transform, TRANSFORMS)
-    f = _transform(upcast(check_scores(logits)), transform)
-    return _aldr_lambda(f, _check_lam("lam_prev", lam_prev, f), lam0, alpha)
+    f, scale = _transform(upcast(check_scores(logits)), transform)
+    return _aldr_lambda(f, scale, _check_lam("lam_prev", lam_prev, f), lam0, alpha)
 
 
 def _check_lam(name: str, lam: Tensor, f: Tensor) -> Tensor:
@@ -164,9 +231,17 @@ def _check_lam(name: str, lam: Tensor, f: Tensor) -> Tensor:
     return lam.to(f.dtype)
 
 
-def _aldr(f: Tensor, b: Batch, lam: Tensor, lam0: float, alpha: float, margin: float) -> Tensor:
+def _aldr(
+    f: Tensor,
+    scale: Tensor | None,
+    b: Batch,
+    lam: Tensor,
+    lam0: float,
+    alpha: float,
+    margin: float,
+) -> Tensor:
     coef = alpha * math.log(f.shape[1]) / (2.0 * lam0)
-    return _psi(f, b, lam[:, None], margin) - coef * (lam - lam0) ** 2
+    return _psi(f, scale, b, lam[:, None], margin) - coef * (lam - lam0) ** 2
 
 
 def aldr_kl_loss(
@@ -193,8 +268,9 @@ def aldr_kl_loss(
     margin = check_number("margin", margin, low=0.0, high=math.inf, high_open=True)
     check_choice("transform", transform, TRANSFORMS)
     b = prepare(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
-    f = _transform(b.x, transform)
-    return finish(_aldr(f, b, _check_lam("lam", lam, f), lam0, alpha, margin), b, reduction)
+    f, scale = _transform(b.x, transform)
+    lam = _check_lam("lam", lam, f)
+    return finish(_aldr(f, scale, b, lam, lam0, alpha, margin), b, reduction)
 
 
 class LDRKLLoss(nn.Module):
@@ -283,11 +359,12 @@ class ALDRKLLoss(nn.Module):
         if checks_enabled() and bool(((index < 0) | (index >= size)).any()):
             raise ValueError(f"index holds values outside [0, {size}) (num_samples)")
         index = index.to(self.lambdas.device)
-        f = _transform(b.x, self.transform)
-        lam = _aldr_lambda(f, self.lambdas[index].to(f.dtype), self.lam0, self.alpha)
+        f, scale = _transform(b.x, self.transform)
+        lam_prev = self.lambdas[index].to(f.dtype)
+        lam = _aldr_lambda(f, scale, lam_prev, self.lam0, self.alpha)
         if self.training:
             self.lambdas[index] = lam.to(self.lambdas.dtype)
-        per_sample = _aldr(f, b, lam, self.lam0, self.alpha, self.margin)
+        per_sample = _aldr(f, scale, b, lam, self.lam0, self.alpha, self.margin)
         return finish(per_sample, b, self.reduction)
 
 

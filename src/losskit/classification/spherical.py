@@ -26,12 +26,13 @@ import numbers
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import check_finite, check_number, check_reduction, checks_enabled
 from losskit._core.precision import upcast_all
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.classification._common import finish, per_class_expectation, prepare
+from losskit.classification._common import finish, per_class_expectation, prepare, row_dot
 
 Z_EPS = 1e-12  # added to sigma^2 so that equal outputs (sigma = 0) stay finite
 
@@ -39,6 +40,30 @@ Z_EPS = 1e-12  # added to sigma^2 so that equal outputs (sigma = 0) stay finite
 def _stats(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(o_c, S1, S2)`` per row of ``x[N, D]`` for class indices ``y[N]``."""
     return x.gather(1, y[:, None]).squeeze(1), x.sum(dim=1), (x * x).sum(dim=1)
+
+
+class _CentredStats(torch.autograd.Function):
+    """``(o_c - mu, sum_k (o_k - mu)^2)`` per row of ``x[N, D]``: the stats of the centred
+    row (its ``S1`` is 0). Two passes (mean, then the centred squares summed as a batched
+    product), and a hand-written backward that forms one ``[N, D]`` tensor; autograd through
+    the centring saves the centred copy and forms several. First derivatives only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        mu = x.mean(dim=1)
+        xc = x - mu[:, None]
+        s2 = row_dot(xc, xc)
+        oc = xc.gather(1, y[:, None]).squeeze(1)
+        ctx.save_for_backward(x, y, mu)
+        return oc, s2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_oc: Tensor, g_s2: Tensor) -> tuple[Tensor, None]:
+        x, y, mu = ctx.saved_tensors
+        # d oc / d x_k = [k = c] - 1/D;  d s2 / d x_k = 2 (x_k - mu)  (sum_k (x_k - mu) = 0)
+        grad = torch.sub(x, mu[:, None]).mul_(2 * g_s2[:, None]).sub_(g_oc[:, None] / x.shape[1])
+        return grad.scatter_add_(1, y[:, None], g_oc[:, None]), None
 
 
 def _check_stats(
@@ -147,17 +172,18 @@ def spherical_z_loss(
     authors' code adds 1e-12 to ``sigma`` instead, which gives NaN gradients at ``sigma=0``.)
     Rows are centred before their stats are formed (exact by shift invariance) to avoid the
     cancellation in ``S2/D - mu^2``; hard targets then go through
-    :func:`spherical_z_loss_from_stats`. Scale-free, so half-precision logits of any
+    :func:`spherical_z_loss_from_stats` (the centred stats come from a small autograd Function
+    whose backward forms one ``[N, D]`` tensor). Scale-free, so half-precision logits of any
     magnitude are safe. Unlike :func:`logsumexp_penalty` (the "z-loss" of some libraries)
     this is a classification loss on its own.
     """
     a, b, eps = _check_z(a, b, eps)
     bt = prepare(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
     d = bt.x.shape[1]
-    xc = bt.x - bt.x.mean(dim=1, keepdim=True)
     if not bt.soft:
-        oc, s1, s2 = _stats(xc, bt.y)
-        return finish(_z_from_stats(oc, s1, s2, d, a, b, eps), bt, reduction)
+        oc, s2 = _CentredStats.apply(bt.x, bt.y)
+        return finish(_z_from_stats(oc, torch.zeros_like(s2), s2, d, a, b, eps), bt, reduction)
+    xc = bt.x - bt.x.mean(dim=1, keepdim=True)
     z = _z_scores(xc, xc.sum(dim=1), (xc * xc).sum(dim=1), d, eps)
     per_class = F.softplus(a * (b - z)) / a
     return finish(per_class_expectation(per_class, bt), bt, reduction)
