@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from losskit._core.checks import (
     check_class_target,
@@ -98,3 +98,19 @@ def finish(per_sample: Tensor, b: Batch, reduction: str, *, weighted: bool = Fal
     ``weighted=True``: the losses already carry their class weights (see ``reduce_loss``).
     """
     return reduce_loss(per_sample, reduction, b.w, weighted=weighted).to(b.dtype)
+
+
+class ClassLossModule(nn.Module):
+    """Base of the module forms: the class ``weight`` (a buffer, so it moves and saves with
+    the module), ``ignore_index`` and ``reduction``; :meth:`common` gives them as keyword
+    arguments for the function the module wraps."""
+
+    def __init__(self, weight: Tensor | None, ignore_index: int, reduction: str) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.reduction = check_reduction(reduction)
+        self.register_buffer("weight", weight)
+
+    def common(self) -> dict:
+        return {"weight": self.weight, "ignore_index": self.ignore_index,
+                "reduction": self.reduction}  # fmt: skip

@@ -34,12 +34,13 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
 from losskit.classification._common import (
     Batch,
+    ClassLossModule,
     finish,
     per_class_expectation,
     prepare,
@@ -129,17 +130,7 @@ def mean_absolute_error_loss(
     return finish(comp_sum_per_class(b, 2.0), b, reduction)
 
 
-class _ClassLossModule(nn.Module):
-    """Shared state of the three modules: ``weight`` buffer, ``ignore_index``, reduction."""
-
-    def __init__(self, weight: Tensor | None, ignore_index: int, reduction: str) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.register_buffer("weight", weight)
-
-
-class CompSumLoss(_ClassLossModule):
+class CompSumLoss(ClassLossModule):
     """Module form of :func:`comp_sum_loss`; ``tau`` is validated here."""
 
     def __init__(
@@ -164,7 +155,7 @@ class CompSumLoss(_ClassLossModule):
         )
 
 
-class GeneralizedCrossEntropyLoss(_ClassLossModule):
+class GeneralizedCrossEntropyLoss(ClassLossModule):
     """Module form of :func:`generalized_cross_entropy`; ``q`` is validated here."""
 
     def __init__(
@@ -189,7 +180,7 @@ class GeneralizedCrossEntropyLoss(_ClassLossModule):
         )
 
 
-class MeanAbsoluteErrorLoss(_ClassLossModule):
+class MeanAbsoluteErrorLoss(ClassLossModule):
     """Module form of :func:`mean_absolute_error_loss`."""
 
     def __init__(

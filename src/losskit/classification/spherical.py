@@ -25,14 +25,20 @@ import numbers
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import check_finite, check_number, check_reduction, checks_enabled
 from losskit._core.precision import upcast_all
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.classification._common import finish, per_class_expectation, prepare, row_dot
+from losskit.classification._common import (
+    ClassLossModule,
+    finish,
+    per_class_expectation,
+    prepare,
+    row_dot,
+)
 
 Z_EPS = 1e-12  # added to sigma^2 so that equal outputs (sigma = 0) stay finite
 
@@ -300,24 +306,7 @@ def spherical_squared_error(
     return finish(per_class_expectation(per_class, bt), bt, reduction)
 
 
-class _SphericalModule(nn.Module):
-    """Shared module plumbing: ``weight`` buffer, ``ignore_index`` and ``reduction``."""
-
-    def __init__(self, weight: Tensor | None, ignore_index: int, reduction: str) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.reduction = check_reduction(reduction)
-        self.register_buffer("weight", weight)
-
-    def _common(self) -> dict:
-        return {
-            "weight": self.weight,
-            "ignore_index": self.ignore_index,
-            "reduction": self.reduction,
-        }
-
-
-class SphericalZLoss(_SphericalModule):
+class SphericalZLoss(ClassLossModule):
     """Module form of :func:`spherical_z_loss`; ``weight`` is a buffer."""
 
     def __init__(
@@ -334,10 +323,10 @@ class SphericalZLoss(_SphericalModule):
         self.a, self.b, self.eps = _check_z(a, b, eps)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return spherical_z_loss(logits, target, a=self.a, b=self.b, eps=self.eps, **self._common())
+        return spherical_z_loss(logits, target, a=self.a, b=self.b, eps=self.eps, **self.common())
 
 
-class SphericalSoftmaxLoss(_SphericalModule):
+class SphericalSoftmaxLoss(ClassLossModule):
     """Module form of :func:`spherical_softmax_loss`; ``weight`` is a buffer."""
 
     def __init__(
@@ -352,10 +341,10 @@ class SphericalSoftmaxLoss(_SphericalModule):
         self.eps = _check_eps(eps)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return spherical_softmax_loss(logits, target, eps=self.eps, **self._common())
+        return spherical_softmax_loss(logits, target, eps=self.eps, **self.common())
 
 
-class TaylorSoftmaxLoss(_SphericalModule):
+class TaylorSoftmaxLoss(ClassLossModule):
     """Module form of :func:`taylor_softmax_loss`; ``weight`` is a buffer."""
 
     def __init__(
@@ -364,10 +353,10 @@ class TaylorSoftmaxLoss(_SphericalModule):
         super().__init__(weight, ignore_index, reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return taylor_softmax_loss(logits, target, **self._common())
+        return taylor_softmax_loss(logits, target, **self.common())
 
 
-class SphericalSquaredError(_SphericalModule):
+class SphericalSquaredError(ClassLossModule):
     """Module form of :func:`spherical_squared_error`; ``weight`` is a buffer."""
 
     def __init__(
@@ -376,7 +365,7 @@ class SphericalSquaredError(_SphericalModule):
         super().__init__(weight, ignore_index, reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return spherical_squared_error(logits, target, **self._common())
+        return spherical_squared_error(logits, target, **self.common())
 
 
 register(
