@@ -9,11 +9,11 @@ applied as in ``torch.nn.functional.cross_entropy``.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
-from losskit.classification._common import prepare
+from losskit.classification._common import ClassLossModule, prepare
 
 
 def cross_entropy(
@@ -42,7 +42,7 @@ def cross_entropy(
     return loss.to(b.dtype)
 
 
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(ClassLossModule):
     """Module form of :func:`cross_entropy`; ``weight`` is kept as a buffer."""
 
     def __init__(
@@ -53,11 +53,8 @@ class CrossEntropyLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(weight, ignore_index, reduction)
         self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0, high=1)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return cross_entropy(

@@ -49,12 +49,12 @@ Defaults: :func:`dice_loss` ``smooth = 1``, plain denominator, ``alpha = 0``;
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import check_number, check_reduction, is_soft
 from losskit._core.registry import register
-from losskit.classification._common import Batch, finish, prepare
+from losskit.classification._common import Batch, ClassLossModule, finish, prepare
 
 
 class _SelfAdjustedSoftmax(torch.autograd.Function):
@@ -265,7 +265,7 @@ def self_adjusting_dice_loss(
     )  # fmt: skip
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(ClassLossModule):
     """Module form of :func:`dice_loss`; ``weight`` is a buffer."""
 
     def __init__(
@@ -279,16 +279,13 @@ class DiceLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(weight, ignore_index, reduction)
         self.smooth = check_number("smooth", smooth, low=0.0, low_open=True, high_open=True)
         self.alpha = check_number("alpha", alpha, low=0.0, high_open=True)
         self.square_denominator = bool(square_denominator)
         self.batch_dice = bool(batch_dice)
-        self.ignore_index = ignore_index
-        self.reduction = check_reduction(reduction)
         if self.batch_dice and reduction == "none":
             raise ValueError('reduction="none" has no per-sample value when batch_dice=True')
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return _dice(

@@ -11,11 +11,12 @@ cross-entropy costs.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_class_weight, check_number
 from losskit._core.registry import register
 from losskit.classification._common import (
+    ClassLossModule,
     finish,
     per_class_expectation,
     prepare,
@@ -61,7 +62,7 @@ def _power(u: Tensor, gamma: float) -> Tensor:
     return torch.where(pos, torch.where(pos, u, torch.ones_like(u)) ** gamma, torch.zeros_like(u))
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(ClassLossModule):
     """Module form of :func:`focal_loss`; ``alpha`` and ``weight`` are buffers."""
 
     def __init__(
@@ -73,12 +74,9 @@ class FocalLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(weight, ignore_index, reduction)
         self.gamma = check_number("gamma", gamma, low=0.0)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
         self.register_buffer("alpha", alpha)
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return focal_loss(

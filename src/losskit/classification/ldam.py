@@ -29,11 +29,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
-from losskit.classification._common import finish, prepare
+from losskit.classification._common import ClassLossModule, finish, prepare
 
 Counts = Tensor | Sequence[float]
 
@@ -136,7 +136,7 @@ def drw_weights(
     return (w * (n.numel() / w.sum())).to(dtype)
 
 
-class LDAMLoss(nn.Module):
+class LDAMLoss(ClassLossModule):
     """Module form of :func:`ldam_loss`: ``margins``, ``class_counts`` and ``weight`` are
     buffers. LDAM-DRW: pass ``drw_start`` (the epoch at which re-weighting starts; the
     reference uses 160 of 200) and call :meth:`set_epoch` at the start of every epoch, which
@@ -154,7 +154,7 @@ class LDAMLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(weight, ignore_index, reduction)
         if drw_start is not None and weight is not None:
             raise ValueError("weight must be None when drw_start is set (DRW owns the weights)")
         if drw_start is not None:
@@ -167,12 +167,9 @@ class LDAMLoss(nn.Module):
         self.scale = check_number(
             "scale", scale, low=0.0, low_open=True, high=math.inf, high_open=True
         )
-        self.ignore_index = ignore_index
-        self.reduction = reduction
         margins = ldam_margins(class_counts, max_margin=self.max_margin)
         self.register_buffer("margins", margins.to(torch.get_default_dtype()))
         self.register_buffer("class_counts", _counts(class_counts).clone())
-        self.register_buffer("weight", weight)
 
     def set_epoch(self, epoch: int) -> None:
         """Switch the DRW weights for ``epoch`` (no-op without ``drw_start``)."""

@@ -40,7 +40,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import (
@@ -54,6 +54,7 @@ from losskit._core.precision import upcast
 from losskit._core.registry import register
 from losskit.classification._common import (
     Batch,
+    ClassLossModule,
     finish,
     per_class_expectation,
     prepare,
@@ -273,7 +274,7 @@ def aldr_kl_loss(
     return finish(_aldr(f, scale, b, lam, lam0, alpha, margin), b, reduction)
 
 
-class LDRKLLoss(nn.Module):
+class LDRKLLoss(ClassLossModule):
     """Module form of :func:`ldr_kl_loss`; ``weight`` is a buffer."""
 
     def __init__(
@@ -286,14 +287,11 @@ class LDRKLLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(weight, ignore_index, reduction)
         self.lam = check_number("lam", lam, **_POSITIVE)
         self.margin = check_number("margin", margin, low=0.0, high=math.inf, high_open=True)
         check_choice("transform", transform, TRANSFORMS)
         self.transform = transform
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return ldr_kl_loss(
@@ -308,7 +306,7 @@ class LDRKLLoss(nn.Module):
         )
 
 
-class ALDRKLLoss(nn.Module):
+class ALDRKLLoss(ClassLossModule):
     """ALDR-KL with the per-sample temperatures in the buffer ``lambdas[num_samples]``
     (initialised to ``lam0``). ``forward(logits, target, index)`` takes the dataset indices
     of the batch; it updates ``lambdas[index]`` with :func:`aldr_kl_lambda` (in training mode
@@ -328,7 +326,7 @@ class ALDRKLLoss(nn.Module):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(weight, ignore_index, reduction)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         self.lam0 = check_number("lam0", lam0, **_POSITIVE)
@@ -338,10 +336,7 @@ class ALDRKLLoss(nn.Module):
         self.margin = check_number("margin", margin, low=0.0, high=math.inf, high_open=True)
         check_choice("transform", transform, TRANSFORMS)
         self.transform = transform
-        self.ignore_index = ignore_index
-        self.reduction = reduction
         self.register_buffer("lambdas", torch.full((num_samples,), self.lam0))
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor, index: Tensor) -> Tensor:
         b = prepare(
