@@ -15,8 +15,13 @@ Loss = Callable[..., Tensor]
 
 
 def random_multilabel(
-    n: int = 6, num_labels: int = 5, *, dtype: torch.dtype = torch.float64, seed: int = 0,
-    scale: float = 2.0, min_pos: int = 1,
+    n: int = 6,
+    num_labels: int = 5,
+    *,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    scale: float = 2.0,
+    min_pos: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Scores, 0/1 float targets with at least ``min_pos`` positive and one negative per row,
     and a random bool mask of known entries (every row keeps one known entry)."""
@@ -56,12 +61,14 @@ def check_mask_zero_grad(fn: Loss, x: Tensor, y: Tensor, mask: Tensor, **kw) -> 
     x2, y2 = x.clone(), y.clone()
     x2[~mask] += 3.0
     y2[~mask] = 1 - y2[~mask]
-    torch.testing.assert_close(fn(x2, y2, mask=mask, reduction="none", **kw),
-                               fn(x, y, mask=mask, reduction="none", **kw))
+    torch.testing.assert_close(
+        fn(x2, y2, mask=mask, reduction="none", **kw), fn(x, y, mask=mask, reduction="none", **kw)
+    )
 
 
-def check_half_precision(fn: Loss, y: Tensor, *, magnitude: float = 30.0, rtol: float = 2e-2,
-                         **kw) -> None:
+def check_half_precision(
+    fn: Loss, y: Tensor, *, magnitude: float = 30.0, rtol: float = 2e-2, **kw
+) -> None:
     """bfloat16/float16 scores give finite results of the input dtype, close to the float32
     result on the same rounded inputs, and finite gradients."""
     g = torch.Generator().manual_seed(1)

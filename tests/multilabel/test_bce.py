@@ -54,8 +54,9 @@ def test_contract():
     check_half_precision(binary_cross_entropy, y.float())
     check_bad_inputs(binary_cross_entropy)
     module = BinaryCrossEntropyLoss(pos_weight=torch.ones(5, dtype=x.dtype), reduction="sum")
-    torch.testing.assert_close(module(x, y, mask), binary_cross_entropy(x, y, mask=mask,
-                                                                       reduction="sum"))
+    torch.testing.assert_close(
+        module(x, y, mask), binary_cross_entropy(x, y, mask=mask, reduction="sum")
+    )
 
 
 def test_rows_without_known_entries_drop_out_of_the_mean():

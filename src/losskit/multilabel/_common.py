@@ -71,10 +71,11 @@ def check_binary_target(target: Tensor, scores: Tensor, name: str = "target") ->
         )
     if target.is_complex():
         raise ValueError(f"{name} must be bool, integer or floating, got dtype {target.dtype}")
-    if checks_enabled() and target.dtype != torch.bool:
-        if bool(((target != 0) & (target != 1)).any()):
-            bad = target[(target != 0) & (target != 1)][0].item()
-            raise ValueError(f"{name} entries must be 0 or 1, got {bad}")
+    if target.dtype == torch.bool or not checks_enabled():
+        return
+    off = (target != 0) & (target != 1)
+    if bool(off.any()):
+        raise ValueError(f"{name} entries must be 0 or 1, got {target[off][0].item()}")
 
 
 def check_mask(mask: Tensor | None, scores: Tensor, name: str = "mask") -> None:
