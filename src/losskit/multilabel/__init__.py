@@ -39,8 +39,23 @@ from losskit.multilabel.ldam import (
     multilabel_ldam_loss,
     multilabel_ldam_margins,
 )
+from losskit.multilabel.pu_mlc import (
+    MixedBatch,
+    PUMLCLoss,
+    pu_mixup_batch,
+    pu_mixup_loss,
+    pu_mixup_targets,
+    pu_mlc_loss,
+)
+from losskit.multilabel.triplet_ohnm import TripletOHNMLoss, triplet_ohnm_loss
 
 __all__ = [
+    "MixedBatch",
+    "PUMLCLoss",
+    "pu_mixup_batch",
+    "pu_mixup_loss",
+    "pu_mixup_targets",
+    "pu_mlc_loss",
     "AsymmetricLoss",
     "BinaryCrossEntropyLoss",
     "BranchLogits",
@@ -54,6 +69,7 @@ __all__ = [
     "MultiFocalModifierLoss",
     "MultiLabelLDAMLoss",
     "ReflectiveCorrectorLoss",
+    "TripletOHNMLoss",
     "asymmetric_loss",
     "binary_cross_entropy",
     "branch_sample_weights",
@@ -70,4 +86,5 @@ __all__ = [
     "multilabel_ldam_margins",
     "reflective_corrector_loss",
     "reflective_label_correction",
+    "triplet_ohnm_loss",
 ]
