@@ -1,7 +1,15 @@
 """losskit: training objectives for imperfect labels and teachers, and the arena that
 compares them. Every objective registers itself; ``losskit.catalog()`` lists them."""
 
-from losskit import arena, classification, diagnostics, labels, mining, multilabel
+from losskit import (
+    arena,
+    classification,
+    diagnostics,
+    distillation,
+    labels,
+    mining,
+    multilabel,
+)
 from losskit._core import Entry, catalog, checks_enabled, get, set_checks
 from losskit.arena import metrics as _arena_metrics  # noqa: F401  (registers the metrics)
 
@@ -15,6 +23,7 @@ __all__ = [
     "checks_enabled",
     "classification",
     "diagnostics",
+    "distillation",
     "get",
     "labels",
     "mining",
