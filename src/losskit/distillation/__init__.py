@@ -1,6 +1,22 @@
 """Distillation objectives: ``student[N, C]`` and ``teacher[N, C]`` outputs (+ target, +
 features); see ``losskit.distillation._common``."""
 
+from losskit.distillation.dkd import DKDLoss, binary_log_probs, dkd_loss, non_target_log_softmax
 from losskit.distillation.kd import KDLoss, kd_loss
+from losskit.distillation.nkd import NKDLoss, nkd_loss
+from losskit.distillation.uskd import USKDHead, USKDLoss, uskd_loss, uskd_soft_labels
 
-__all__ = ["KDLoss", "kd_loss"]
+__all__ = [
+    "DKDLoss",
+    "KDLoss",
+    "NKDLoss",
+    "USKDHead",
+    "USKDLoss",
+    "binary_log_probs",
+    "dkd_loss",
+    "kd_loss",
+    "nkd_loss",
+    "non_target_log_softmax",
+    "uskd_loss",
+    "uskd_soft_labels",
+]
