@@ -1,7 +1,8 @@
 """``losskit arena``: run a sweep into ``OUT/arena.sqlite`` and write the report.
 
-losskit arena [--suite quick|standard] [--datasets ..] [--scenarios ..] [--objectives ..]
-              [--seeds N] [--epochs N] [--workers N] [--backend local|ray] [--out DIR]
+losskit arena [--suite quick|standard|multilabel|extreme|extreme_quick] [--datasets ..]
+              [--scenarios ..] [--objectives ..] [--seeds N] [--epochs N] [--workers N]
+              [--backend local|ray] [--out DIR]
 losskit arena --list
 losskit arena report --out DIR
 """
@@ -48,7 +49,7 @@ def add_parser(sub: Any) -> None:
 def _list() -> int:
     import losskit
     from losskit.arena.datasets import dataset_available, list_datasets
-    from losskit.labels import list_scenarios
+    from losskit.labels import list_multilabel_scenarios, list_scenarios
 
     for s in SUITES.values():
         print(f"suite {s.name}: {s.seeds} seeds")
@@ -62,6 +63,10 @@ def _list() -> int:
     print("scenarios: " + ", ".join(list_scenarios()))
     losses = [e.name for e in losskit.catalog(kind="loss", family="classification")]
     print("objectives: " + ", ".join(losses))
+    print("multi-label scenarios: " + ", ".join(list_multilabel_scenarios()))
+    losses = [e.name for e in losskit.catalog(kind="loss", family="multilabel")]
+    print("multi-label objectives: " + ", ".join(losses))
+    print("extreme batching: random:all, random:inbatch, ngame:inbatch[:cluster=C,refresh=R]")
     return 0
 
 
@@ -79,32 +84,49 @@ def _suite(args: argparse.Namespace) -> Suite:
 def build_trials(suite: Suite, data_dir: str | None) -> list:
     """Every (track, scenario, objective, seed) of the suite whose data is present."""
     import losskit
-    from losskit.arena.datasets import dataset_available, missing_files
+    from losskit.arena.datasets import dataset_available, dataset_task, missing_files
+    from losskit.arena.extreme import (
+        canonical_batching,
+        canonical_extreme_dataset,
+        is_extreme_dataset,
+    )
     from losskit.arena.trial import Trial
-    from losskit.labels import canonical_scenario
+    from losskit.labels import canonical_multilabel_scenario, canonical_scenario
 
     trials = []
     for i, track in enumerate(suite.tracks):
-        if not dataset_available(track.dataset, data_dir):
-            missing = ", ".join(str(p) for p in missing_files(track.dataset, data_dir))
+        dataset, canonical, family = track.dataset, canonical_scenario, None
+        if is_extreme_dataset(dataset):
+            dataset, canonical = canonical_extreme_dataset(dataset), canonical_batching
+        elif not dataset_available(dataset, data_dir):
+            missing = ", ".join(str(p) for p in missing_files(dataset, data_dir))
             if i == 0:
-                raise ValueError(f"dataset {track.dataset!r} needs missing files: {missing}")
-            print(f"skipping {track.dataset}: missing {missing}", file=sys.stderr)
+                raise ValueError(f"dataset {dataset!r} needs missing files: {missing}")
+            print(f"skipping {dataset}: missing {missing}", file=sys.stderr)
             continue
+        elif dataset_task(dataset) == "multilabel":
+            canonical, family = canonical_multilabel_scenario, "multilabel"
         for scenario in track.scenarios:
             for spec in track.objectives:
                 name, params = parse_objective(spec)
-                losskit.get(name)  # unknown names fail before any training
+                entry = losskit.get(name)  # unknown names fail before any training
+                if family is not None and entry.family != family:
+                    raise ValueError(
+                        f"objective {name!r} is a {entry.family!r} {entry.kind}; dataset "
+                        f"{dataset!r} needs a {family!r} objective"
+                    )
                 for seed in range(suite.seeds):
                     trials.append(
                         Trial(
-                            dataset=track.dataset,
-                            scenario=canonical_scenario(scenario),
+                            dataset=dataset,
+                            scenario=canonical(scenario),
                             objective=name,
                             params=params,
                             model=track.model,
                             seed=seed,
                             epochs=track.epochs,
+                            batch_size=track.batch_size,
+                            lr=track.lr,
                         )
                     )
     return trials

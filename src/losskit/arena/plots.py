@@ -37,13 +37,26 @@ def noise_curves(records: Sequence[Record], dataset: str) -> bytes | None:
     """Test accuracy (mean ± std over seeds) against the noise rate (achieved, averaged over
     the seeds of a scenario), one line per objective and one panel per noise family
     (symmetric, pair-flip, noise matrix, real label sets); clean runs sit at 0 in each."""
+    noisy = ("symmetric", "pairflip", "matrix", "cifar10n")
+    return _rate_curves(records, dataset, "accuracy", noisy, " noise", "noise rate (%)")
+
+
+def partial_label_curves(records: Sequence[Record], dataset: str) -> bytes | None:
+    """Multi-label: test mAP (mean ± std over seeds) against the achieved fraction of
+    dropped positives, one line per objective, one panel per partial-label scenario family."""
+    families = ("partial", "partial_freq", "partial_known")
+    return _rate_curves(records, dataset, "map", families, "", "dropped positives (%)")
+
+
+def _rate_curves(records: Sequence[Record], dataset: str, metric: str, noisy: Sequence[str],
+                 suffix: str, xlabel: str) -> bytes | None:  # fmt: skip
+    """``metric`` against the achieved rate of each scenario family in ``noisy``."""
     rates: dict[str, list[float]] = defaultdict(list)
     accs: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
-        if r["dataset"] == dataset and "+" not in r["scenario"]:
+        if r["dataset"] == dataset and "+" not in r["scenario"] and metric in r["metrics"]:
             rates[r["scenario"]].append(float(r.get("noise_rate", 0.0)))
-            accs[(r["scenario"], r["objective"])].append(r["metrics"]["accuracy"])
-    noisy = ("symmetric", "pairflip", "matrix", "cifar10n")
+            accs[(r["scenario"], r["objective"])].append(r["metrics"][metric])
     families = sorted({sc.split(":")[0] for sc in rates} & set(noisy))
     if not families:
         return None
@@ -65,7 +78,8 @@ def noise_curves(records: Sequence[Record], dataset: str) -> bytes | None:
                 capsize=2,
                 label=obj,
             )
-        ax.set(title=f"{dataset}: {fam} noise", xlabel="noise rate (%)", ylabel="test acc (%)")
+        ylabel = "test acc (%)" if metric == "accuracy" else f"test {metric} (%)"
+        ax.set(title=f"{dataset}: {fam}{suffix}", xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="best")
     return _png(fig)

@@ -2,7 +2,15 @@
 
 An objective spec is a registered name with optional hyperparameters:
 ``"comp_sum:tau=1.5"``, ``"ldam:drw_start=24"``. A suite is a list of tracks; a track is one
-dataset with its model, epochs, scenarios and objectives, expanded over the suite's seeds.
+dataset with its model, epochs, scenarios and objectives (and optionally batch size and
+learning rate), expanded over the suite's seeds.
+
+Suites ``quick`` and ``standard`` are multiclass; ``multilabel`` runs the multi-label
+objectives on GoEmotions, MULAN yeast and scene under partial labels (scenarios of
+:mod:`losskit.labels.multilabel`); ``extreme`` and ``extreme_quick`` are the synthetic
+extreme-classification track of :mod:`losskit.arena.extreme`, whose "dataset" is a
+``synthetic_xc:...`` spec and whose "scenarios" are batching specs (``random:all``,
+``random:inbatch``, ``ngame:inbatch``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,22 @@ QUICK_OBJECTIVES = (
 )
 
 
+ML_SCENARIOS = ("clean", "partial:0.3", "partial:0.6")
+# Softmax-type losses need a positive per row; partial labels empty many rows (GoEmotions
+# has one label per comment mostly), so those rows are skipped. The linear / MLP heads give
+# logits, not the cosines that MLCD's angular margin needs: its Eq. 5 on the logits.
+ML_OBJECTIVES = (
+    "multilabel_bce", "multilabel_focal", "asymmetric", "multilabel_ldam", "comic", "pu_mlc",
+    "hybrid_multilabel", "cluster_discrimination:margin=0,scale=1",
+    "multilabel_softmax:empty=skip", "decoupled_softmax:empty=skip", "soft_top_k:empty=skip",
+)  # fmt: skip
+XC_10K = "synthetic_xc:labels=10000,train=20000,test=2000"
+XC_100K = "synthetic_xc:labels=100000,train=10000,test=1000"
+XC_QUICK = "synthetic_xc:labels=2000,train=3000,test=500"
+XC_BATCHING = ("random:all", "random:inbatch", "ngame:inbatch")
+XC_OBJECTIVES = ("multilabel_softmax", "decoupled_softmax", "soft_top_k")
+
+
 @dataclass(frozen=True)
 class Track:
     """One dataset of a suite: model, epochs, label scenarios and objectives."""
@@ -30,6 +54,8 @@ class Track:
     epochs: int
     scenarios: tuple[str, ...]
     objectives: tuple[str, ...]
+    batch_size: int = 128
+    lr: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,30 @@ SUITES: dict[str, Suite] = {
             Track("cifar10", "cnn", 10,
                   ("subset:0.2+cifar10n:aggre", "subset:0.2+cifar10n:random1"), _CIFAR),
         ),
+    ),
+    "multilabel": Suite(
+        "multilabel",
+        (
+            Track("goemotions", "linear", 10, ML_SCENARIOS, ML_OBJECTIVES, 256, 3e-3),
+            Track("goemotions", "mlp", 5, ML_SCENARIOS, ML_OBJECTIVES, 256, 1e-3),
+            Track("mulan_yeast", "linear", 30, ML_SCENARIOS, ML_OBJECTIVES, 64, 1e-3),
+            Track("mulan_yeast", "mlp", 20, ML_SCENARIOS, ML_OBJECTIVES, 64, 1e-3),
+            Track("mulan_scene", "linear", 30, ML_SCENARIOS, ML_OBJECTIVES, 64, 1e-3),
+            Track("mulan_scene", "mlp", 20, ML_SCENARIOS, ML_OBJECTIVES, 64, 1e-3),
+        ),
+    ),
+    "extreme": Suite(
+        "extreme",
+        (
+            Track(XC_10K, "linear", 5, XC_BATCHING, XC_OBJECTIVES, 256, 1e-2),
+            Track(XC_100K, "linear", 3, XC_BATCHING, XC_OBJECTIVES, 256, 1e-2),
+        ),
+        seeds=2,
+    ),
+    "extreme_quick": Suite(
+        "extreme_quick",
+        (Track(XC_QUICK, "linear", 4, XC_BATCHING, XC_OBJECTIVES, 128, 1e-2),),
+        seeds=1,
     ),
 }  # fmt: skip
 

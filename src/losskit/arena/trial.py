@@ -21,10 +21,21 @@ a batch declare it, and the trial supplies it (see :class:`TrialObjective`):
 
 An entry without a module class is used through its function: ``function(logits, target,
 **params)`` (with the same context arguments when its signature names them).
+
+Multi-label datasets (``task == "multilabel"``) go to
+:func:`losskit.arena.multilabel_trial.run_multilabel_trial`, which adds the context argument
+``label_cooccurrence``, passes the mask of known entries as a third argument when the scenario
+gives one and calls a module's ``input_regularizer`` (see :meth:`TrialObjective.forward` and
+:meth:`TrialObjective.regularizer`).
+
+Distillation trials (``Trial.teacher`` set) go to
+:func:`losskit.arena.distill_trial.run_distill_trial`, whose objectives are adapted by the
+declarative table of :mod:`losskit.arena.distill_objectives`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -32,7 +43,7 @@ import json
 import platform
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +56,20 @@ from losskit.arena.models import MODELS, Standardizer, build_model, is_image
 
 SCHEMA_VERSION = 1
 OPTIMIZERS = ("adam", "sgd")
-CONTEXT_ARGS = ("class_counts", "num_samples", "num_classes", "num_epochs")
+CONTEXT_ARGS = (
+    "class_counts", "num_samples", "num_classes", "num_epochs", "label_cooccurrence",
+)  # fmt: skip
 LONG_TAIL_RATIO = 2.0  # observed max/min class count from which group accuracies are reported
 EVAL_BATCH = 1024
 
 
 @dataclass(frozen=True)
 class Trial:
-    """Configuration of one training run; every field enters :meth:`key`."""
+    """Configuration of one training run; every field enters :meth:`key`.
+
+    ``teacher``: a distillation teacher spec (:mod:`losskit.arena.distill_data`), ``""`` for
+    an ordinary trial; left out of :meth:`to_dict` (and so of the key) when empty, so the keys
+    of ordinary trials do not depend on it."""
 
     dataset: str
     scenario: str
@@ -65,6 +82,7 @@ class Trial:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    teacher: str = ""
 
     def __post_init__(self) -> None:
         for name in ("dataset", "scenario", "objective"):
@@ -89,10 +107,16 @@ class Trial:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.teacher, str):
+            raise ValueError(f"teacher must be a string spec, got {self.teacher!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (what the store keeps as ``config``)."""
-        return dataclasses.asdict(self)
+        """The fields as a plain dict (what the store keeps as ``config``); ``teacher`` only
+        when set."""
+        out = dataclasses.asdict(self)
+        if not self.teacher:
+            del out["teacher"]
+        return out
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> Trial:
@@ -164,12 +188,33 @@ class TrialObjective(nn.Module):
         if self.loss is not None and callable(getattr(self.loss, "set_epoch", None)):
             self.loss.set_epoch(epoch)
 
-    def forward(self, logits: Tensor, target: Tensor, index: Tensor) -> Tensor:
+    def forward(
+        self, logits: Tensor, target: Tensor, index: Tensor, mask: Tensor | None = None
+    ) -> Tensor:
+        """The loss of a batch. Without ``mask``: ``loss(logits, target[, index])``. With a
+        mask of known entries (multi-label): ``loss(logits, target, mask[, index=index])``,
+        or ``function(logits, target, mask=mask, **kwargs)``."""
         if self.loss is None:
-            return self.function(logits, target, **self.kwargs)
+            extra = {} if mask is None else {"mask": mask}
+            return self.function(logits, target, **extra, **self.kwargs)
+        if mask is not None:
+            return self.loss(logits, target, mask, **({"index": index} if self.needs_index else {}))
         if self.needs_index:
             return self.loss(logits, target, index)
         return self.loss(logits, target)
+
+    def regularizer(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        logits: Tensor,
+        target: Tensor,
+        mask: Tensor | None = None,
+    ) -> Tensor | None:
+        """``loss.input_regularizer(model, inputs, logits, target, mask)`` when the module
+        defines it (a scalar added to the loss), else ``None``."""
+        hook = getattr(self.loss, "input_regularizer", None)
+        return hook(model, inputs, logits, target, mask) if callable(hook) else None
 
 
 _DATASETS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -207,7 +252,29 @@ def versions() -> dict[str, str]:
     }
 
 
-def _predict(model: nn.Module, std: Standardizer, x: np.ndarray) -> np.ndarray:
+@contextlib.contextmanager
+def deterministic(threads: int | None) -> Iterator[None]:
+    """Deterministic torch algorithms on ``threads`` threads (default 1) inside the block; the
+    caller's settings are restored afterwards."""
+    old_det, old_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(1 if threads is None else threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.set_num_threads(old_threads)
+
+
+def make_optimizer(trial: Trial, weights: list[Tensor]) -> torch.optim.Optimizer:
+    """Adam, or SGD with momentum 0.9, with the trial's learning rate and weight decay."""
+    if trial.optimizer == "adam":
+        return torch.optim.Adam(weights, lr=trial.lr, weight_decay=trial.weight_decay)
+    return torch.optim.SGD(weights, lr=trial.lr, momentum=0.9, weight_decay=trial.weight_decay)
+
+
+def predict(model: nn.Module, std: Standardizer, x: np.ndarray) -> np.ndarray:
+    """The model's outputs on ``x`` (standardised, in batches, eval mode) as float64."""
     model.eval()
     with torch.no_grad():
         out = [model(std(x[i : i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
@@ -238,13 +305,40 @@ def run_trial(
     with other thread counts, and one thread makes the result a function of the trial alone,
     the same sequentially, in a pool or on Ray (parallelism comes from ``workers``). The
     caller's setting is restored afterwards.
+
+    Multi-label datasets go to :func:`~losskit.arena.multilabel_trial.run_multilabel_trial`
+    (``scenario_fn`` then defaults to ``losskit.labels.apply_multilabel_scenario``;
+    ``groups_fn`` and ``long_tail`` do not apply) and ``synthetic_xc:...`` datasets to
+    :func:`~losskit.arena.extreme.run_extreme_trial`; trials with a ``teacher`` to
+    :func:`~losskit.arena.distill_trial.run_distill_trial`.
     """
     start = time.perf_counter()
+    from losskit.arena.extreme import is_extreme_dataset, run_extreme_trial
+
+    if is_extreme_dataset(trial.dataset):
+        return run_extreme_trial(trial, threads=threads)
+    if trial.teacher:
+        from losskit.arena.distill_trial import run_distill_trial
+
+        return run_distill_trial(trial, data_dir=data_dir, dataset_loader=dataset_loader,
+                                 scenario_fn=scenario_fn, threads=threads)  # fmt: skip
+    ds = load_cached(trial.dataset, data_dir, dataset_loader)
+    if ds.task == "multilabel":
+        from losskit.arena.multilabel_trial import run_multilabel_trial
+
+        return run_multilabel_trial(
+            trial,
+            data_dir=data_dir,
+            dataset_loader=dataset_loader,
+            scenario_fn=scenario_fn,
+            threads=threads,
+        )
+    if ds.task != "multiclass":
+        raise ValueError(
+            f"run_trial supports multiclass and multilabel datasets; {ds.name!r} is {ds.task!r}"
+        )
     if scenario_fn is None:
         from losskit.labels import apply_scenario as scenario_fn
-    ds = load_cached(trial.dataset, data_dir, dataset_loader)
-    if ds.task != "multiclass":
-        raise ValueError(f"run_trial supports multiclass datasets; {ds.name!r} is {ds.task!r}")
     c = scenario_fn(trial.scenario, ds.y_train, ds.num_classes, seed=trial.seed, extras=ds.extras)
     index = np.asarray(c.index, dtype=np.int64)
     labels = np.asarray(c.labels, dtype=np.int64)
@@ -255,10 +349,7 @@ def run_trial(
     ratio = float(counts.max() / max(counts.min(), 1))
     data_time = time.perf_counter() - start
 
-    old_det, old_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(1 if threads is None else threads)
-    try:
+    with deterministic(threads):
         torch.manual_seed(trial.seed)
         std = Standardizer.fit(x_train)
         model = build_model(trial.model, x_train[:1], ds.num_classes)
@@ -269,13 +360,7 @@ def run_trial(
             "num_epochs": trial.epochs,
         }
         objective = TrialObjective(trial.objective, dict(trial.params), context)
-        weights = [*model.parameters(), *objective.parameters()]
-        if trial.optimizer == "adam":
-            opt = torch.optim.Adam(weights, lr=trial.lr, weight_decay=trial.weight_decay)
-        else:
-            opt = torch.optim.SGD(
-                weights, lr=trial.lr, momentum=0.9, weight_decay=trial.weight_decay
-            )
+        opt = make_optimizer(trial, [*model.parameters(), *objective.parameters()])
         x_pre = None if is_image(x_train) else std(x_train)
         y = torch.from_numpy(labels)
         gen = torch.Generator().manual_seed(trial.seed)
@@ -295,15 +380,12 @@ def run_trial(
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
-            logits = _predict(model, std, ds.x_test)
+            logits = predict(model, std, ds.x_test)
             acc = float(np.mean(logits.argmax(axis=1) == ds.y_test))
             curves["train_loss"].append(total / len(y) if diverged_at is None else None)
             curves["test_accuracy"].append(acc)
             if diverged_at is not None:
                 break
-    finally:
-        torch.use_deterministic_algorithms(old_det)
-        torch.set_num_threads(old_threads)
 
     if long_tail is None:
         long_tail = ratio >= LONG_TAIL_RATIO

@@ -9,6 +9,13 @@ from losskit.labels.imbalance import (
     long_tail_counts,
     long_tail_indices,
 )
+from losskit.labels.multilabel import (
+    PartialLabels,
+    apply_multilabel_scenario,
+    canonical_multilabel_scenario,
+    frequency_drop_rates,
+    list_multilabel_scenarios,
+)
 from losskit.labels.noise import (
     CIFAR10N_SETS,
     noise_matrix_from_trace,
@@ -30,12 +37,17 @@ from losskit.labels.scenarios import (
 __all__ = [
     "CIFAR10N_SETS",
     "Corrupted",
+    "PartialLabels",
+    "apply_multilabel_scenario",
     "apply_scenario",
+    "canonical_multilabel_scenario",
     "canonical_scenario",
     "class_counts",
     "class_groups",
     "drop_positives",
+    "frequency_drop_rates",
     "is_long_tailed",
+    "list_multilabel_scenarios",
     "list_scenarios",
     "long_tail_counts",
     "long_tail_indices",
