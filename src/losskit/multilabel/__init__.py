@@ -21,6 +21,7 @@ from losskit.multilabel.comic_loss import (
     comic_class_weights,
     multi_focal_modifier_loss,
 )
+from losskit.multilabel.decoupled_softmax import DecoupledSoftmaxLoss, decoupled_softmax_loss
 from losskit.multilabel.focal import FocalBinaryCrossEntropyLoss, focal_binary_cross_entropy
 from losskit.multilabel.hybrid import (
     HybridLoss,
@@ -47,9 +48,18 @@ from losskit.multilabel.pu_mlc import (
     pu_mixup_targets,
     pu_mlc_loss,
 )
+from losskit.multilabel.soft_top_k import SoftTopKLoss, soft_top_k, soft_top_k_loss
+from losskit.multilabel.softmax import MultiPositiveSoftmaxLoss, multi_positive_softmax_loss
 from losskit.multilabel.triplet_ohnm import TripletOHNMLoss, triplet_ohnm_loss
 
 __all__ = [
+    "DecoupledSoftmaxLoss",
+    "MultiPositiveSoftmaxLoss",
+    "SoftTopKLoss",
+    "decoupled_softmax_loss",
+    "multi_positive_softmax_loss",
+    "soft_top_k",
+    "soft_top_k_loss",
     "MixedBatch",
     "PUMLCLoss",
     "pu_mixup_batch",
