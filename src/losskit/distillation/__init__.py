@@ -2,11 +2,33 @@
 features); see ``losskit.distillation._common``."""
 
 from losskit.distillation.dkd import DKDLoss, binary_log_probs, dkd_loss, non_target_log_softmax
+from losskit.distillation.ferkd import FerKDLoss, ferkd_loss, ferkd_soft_labels, selfmix
 from losskit.distillation.kd import KDLoss, kd_loss
+from losskit.distillation.landmark import LandmarkKDLoss, landmark_kd_loss
 from losskit.distillation.nkd import NKDLoss, nkd_loss
+from losskit.distillation.score_distribution import (
+    ScoreDistributionLoss,
+    ScoreRankingLoss,
+    predicted_score,
+    score_distribution_loss,
+    score_ranking_loss,
+    score_soft_labels,
+)
 from losskit.distillation.uskd import USKDHead, USKDLoss, uskd_loss, uskd_soft_labels
 
 __all__ = [
+    "FerKDLoss",
+    "LandmarkKDLoss",
+    "ScoreDistributionLoss",
+    "ScoreRankingLoss",
+    "ferkd_loss",
+    "ferkd_soft_labels",
+    "landmark_kd_loss",
+    "predicted_score",
+    "score_distribution_loss",
+    "score_ranking_loss",
+    "score_soft_labels",
+    "selfmix",
     "DKDLoss",
     "KDLoss",
     "NKDLoss",
