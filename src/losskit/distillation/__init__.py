@@ -2,6 +2,22 @@
 features); see ``losskit.distillation._common``."""
 
 from losskit.distillation.dkd import DKDLoss, binary_log_probs, dkd_loss, non_target_log_softmax
+from losskit.distillation.dual_head import (
+    BinaryKLLoss,
+    DualHeadKDLoss,
+    DualHeadLogits,
+    DualHeadStudent,
+    binary_kl_loss,
+    dual_head_kd_loss,
+    gradient_aligned_backward,
+)
+from losskit.distillation.feature_norm import (
+    NDLoss,
+    class_means_from_features,
+    nd_loss,
+    nd_projector,
+    teacher_class_means,
+)
 from losskit.distillation.ferkd import FerKDLoss, ferkd_loss, ferkd_soft_labels, selfmix
 from losskit.distillation.kd import KDLoss, kd_loss
 from losskit.distillation.landmark import LandmarkKDLoss, landmark_kd_loss
@@ -17,6 +33,18 @@ from losskit.distillation.score_distribution import (
 from losskit.distillation.uskd import USKDHead, USKDLoss, uskd_loss, uskd_soft_labels
 
 __all__ = [
+    "BinaryKLLoss",
+    "DualHeadKDLoss",
+    "DualHeadLogits",
+    "DualHeadStudent",
+    "NDLoss",
+    "binary_kl_loss",
+    "class_means_from_features",
+    "dual_head_kd_loss",
+    "gradient_aligned_backward",
+    "nd_loss",
+    "nd_projector",
+    "teacher_class_means",
     "FerKDLoss",
     "LandmarkKDLoss",
     "ScoreDistributionLoss",
