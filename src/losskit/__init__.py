@@ -9,6 +9,7 @@ from losskit import (
     labels,
     mining,
     multilabel,
+    procedures,
 )
 from losskit._core import Entry, catalog, checks_enabled, get, set_checks
 from losskit.arena import metrics as _arena_metrics  # noqa: F401  (registers the metrics)
@@ -28,5 +29,6 @@ __all__ = [
     "labels",
     "mining",
     "multilabel",
+    "procedures",
     "set_checks",
 ]

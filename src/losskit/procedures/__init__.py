@@ -1,2 +1,34 @@
 """Training recipes that own models and loops (progressive distillation, active distillation,
-co-teaching, self-training, ...)."""
+the soft-label protocol, ...)."""
+
+from losskit.procedures.active_distillation import (
+    SELECTORS,
+    ActiveDistillationResult,
+    active_distillation,
+    margin_select,
+    rad_inclusion,
+    rad_probabilities,
+    rad_select,
+    random_select,
+    student_gains,
+)
+from losskit.procedures.soft_label_protocol import (
+    SoftLabelLoss,
+    soft_label_loss,
+    soft_label_protocol,
+)
+
+__all__ = [
+    "SELECTORS",
+    "ActiveDistillationResult",
+    "SoftLabelLoss",
+    "active_distillation",
+    "margin_select",
+    "rad_inclusion",
+    "rad_probabilities",
+    "rad_select",
+    "random_select",
+    "soft_label_loss",
+    "soft_label_protocol",
+    "student_gains",
+]
