@@ -1,6 +1,7 @@
 """Distillation objectives: ``student[N, C]`` and ``teacher[N, C]`` outputs (+ target, +
 features); see ``losskit.distillation._common``."""
 
+from losskit.distillation.distill_vq import DistillVQLoss, candidate_scores, distill_vq_loss
 from losskit.distillation.dkd import DKDLoss, binary_log_probs, dkd_loss, non_target_log_softmax
 from losskit.distillation.dual_head import (
     BinaryKLLoss,
@@ -31,8 +32,14 @@ from losskit.distillation.score_distribution import (
     score_soft_labels,
 )
 from losskit.distillation.uskd import USKDHead, USKDLoss, uskd_loss, uskd_soft_labels
+from losskit.distillation.vector_quantizer import ProductQuantizer, VectorQuantizer
 
 __all__ = [
+    "DistillVQLoss",
+    "ProductQuantizer",
+    "VectorQuantizer",
+    "candidate_scores",
+    "distill_vq_loss",
     "BinaryKLLoss",
     "DualHeadKDLoss",
     "DualHeadLogits",
