@@ -69,7 +69,13 @@ def _data_arguments(module: type) -> dict:
     """Plausible values for constructor arguments that come from the data, not the paper."""
     import inspect
 
-    data = {"class_counts": torch.tensor([50, 20, 5]), "num_samples": 10, "num_classes": 3}
+    data = {
+        "class_counts": torch.tensor([50, 20, 5]),
+        "num_samples": 10,
+        "num_classes": 3,
+        "in_features": 4,
+        "class_means": torch.randn(3, 4),
+    }
     params = inspect.signature(module).parameters.values()
     required = [
         p.name
