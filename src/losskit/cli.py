@@ -1,4 +1,4 @@
-"""The ``losskit`` command: ``losskit catalog`` and ``losskit arena``."""
+"""The ``losskit`` command: ``losskit catalog``, ``losskit arena`` and ``losskit distill-demo``."""
 
 from __future__ import annotations
 
@@ -35,12 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     from losskit.arena.cli import add_parser
 
     add_parser(sub)
+    demo = sub.add_parser(
+        "distill-demo",
+        help="progressive distillation of all-MiniLM-L6-v2 into a 2-layer student (TREC-6)",
+        add_help=False,
+    )
+    demo.set_defaults(func=_distill_demo)
     return parser
+
+
+def _distill_demo(args: argparse.Namespace) -> int:
+    from losskit.procedures.minilm_student import main as demo_main
+
+    return demo_main(args.argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.command != "distill-demo":
+        build_parser().parse_args(argv)  # reports the unknown arguments
     args.argv = argv
     return int(args.func(args))
 

@@ -22,6 +22,13 @@ from losskit.distillation.feature_norm import (
 from losskit.distillation.ferkd import FerKDLoss, ferkd_loss, ferkd_soft_labels, selfmix
 from losskit.distillation.kd import KDLoss, kd_loss
 from losskit.distillation.landmark import LandmarkKDLoss, landmark_kd_loss
+from losskit.distillation.latent import (
+    LatentDistillationLoss,
+    attention_map_loss,
+    hidden_state_loss,
+    latent_distillation_loss,
+    uniform_layer_map,
+)
 from losskit.distillation.nkd import NKDLoss, nkd_loss
 from losskit.distillation.score_distribution import (
     ScoreDistributionLoss,
@@ -35,6 +42,11 @@ from losskit.distillation.uskd import USKDHead, USKDLoss, uskd_loss, uskd_soft_l
 from losskit.distillation.vector_quantizer import ProductQuantizer, VectorQuantizer
 
 __all__ = [
+    "LatentDistillationLoss",
+    "attention_map_loss",
+    "hidden_state_loss",
+    "latent_distillation_loss",
+    "uniform_layer_map",
     "DistillVQLoss",
     "ProductQuantizer",
     "VectorQuantizer",

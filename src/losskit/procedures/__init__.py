@@ -12,6 +12,12 @@ from losskit.procedures.active_distillation import (
     random_select,
     student_gains,
 )
+from losskit.procedures.progressive_distillation import (
+    PAPER_STAGES,
+    ProgressiveDistillation,
+    Stage,
+    StageLog,
+)
 from losskit.procedures.soft_label_protocol import (
     SoftLabelLoss,
     soft_label_loss,
@@ -19,6 +25,10 @@ from losskit.procedures.soft_label_protocol import (
 )
 
 __all__ = [
+    "PAPER_STAGES",
+    "ProgressiveDistillation",
+    "Stage",
+    "StageLog",
     "SELECTORS",
     "ActiveDistillationResult",
     "SoftLabelLoss",
