@@ -66,7 +66,8 @@ def test_precision_helpers():
 
 
 def _data_arguments(module: type) -> dict:
-    """Plausible values for constructor arguments that come from the data, not the paper."""
+    """Plausible values for constructor arguments that come from the data or the model
+    architecture, not the paper."""
     import inspect
 
     data = {
@@ -75,6 +76,9 @@ def _data_arguments(module: type) -> dict:
         "num_classes": 3,
         "in_features": 4,
         "class_means": torch.randn(3, 4),
+        "student_dims": 4,
+        "teacher_dims": 8,
+        "layer_map": [(0, 0), (1, 2)],
     }
     params = inspect.signature(module).parameters.values()
     required = [
