@@ -6,15 +6,22 @@ count). The loss asks each known positive to be in the soft top-k:
 ``L_i = -(1/|P_i|) sum_{j in P_i} logsigmoid(alpha (s_ij + t_i))``. Defaults from the released
 configs (``configs/dual-encoder.yaml``): ``k = 5``, ``alpha = 2``, ``n_iter = 32`` (scores
 there are cosine similarities over ``tau = 0.05``). As ``alpha`` grows the memberships tend
-to the hard top-k indicator.
+to the hard top-k indicator and the loss to 0 for a positive inside the top k. ``k`` may be
+any number in ``(0, n_i)``; the code's ``topk_K: num_pos`` (``k`` = the row's positive count)
+is not offered. Shortlist training works as for
+:func:`~losskit.multilabel.decoupled_softmax.decoupled_softmax_loss` (scores over the
+shortlist, padding masked), with the top-k race then run among the shortlist.
 
 Threshold: ``n_iter`` halvings of the bracket ``[logit(k/n_i) - max_j a_ij, logit(k/n_i) -
 min_j a_ij]`` (``a = alpha s``, ``n_i`` known labels), which always holds the root (at its ends
 every membership is at most, or at least, ``k/n_i``; the released code's ``-max - 10/alpha,
 -min + 10/alpha`` misses it once ``n_i sigmoid(-10) > k``, past ~110,000 labels for ``k = 5``).
-The gradient of ``t_i`` is the implicit-function theorem's, ``dt_i/ds_il =
--sigma'_il / sum_l' sigma'_il'``, in a custom autograd function, not autograd through the
-iterations; its backward reuses the forward's ``[N, L]`` buffer and makes one dense pass.
+Its lower end is raised to ``log k - logsumexp_j a_ij`` when higher (``sigmoid(z) < e^z``), and
+the halvings stop once the bracket no longer shrinks in floating point (the remaining ones
+would change nothing; about 20 in float32). The gradient of ``t_i`` is the implicit-function
+theorem's, ``dt_i/ds_il = -sigma'_il / sum_l' sigma'_il'``, in a custom autograd function, not
+autograd through the iterations; its backward reuses the forward's ``[N, L]`` buffer and makes
+one dense pass.
 
 Moments for many labels (``L > 4k``), exact to the working precision: the top ``m = 4k`` labels
 of a row are kept; call ``c_i`` the m-th largest ``a_ij``. At the root each of them has a
@@ -308,7 +315,8 @@ def soft_top_k_loss(
     empty: str = "error",
     reduction: str = "mean",
 ) -> Tensor:
-    """Mean of ``-log p_ij`` over each row's known positives (see the module docstring)."""
+    """Mean of ``-log p_ij`` over each row's known positives (see the module docstring);
+    ``k`` must be below every row's number of known labels (``ValueError`` otherwise)."""
     b = prepare_multilabel(scores, target, mask, reduction=reduction, name="scores")
     k, alpha = _check_top_k(k, alpha, n_iter, b.x.shape[1])
     rows, cols, count = positive_entries(b, empty, "soft_top_k_loss")

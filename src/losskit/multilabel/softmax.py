@@ -37,7 +37,7 @@ def positive_entries(b: MLBatch, empty: str, loss: str) -> tuple[Tensor, Tensor,
     as floats ``[N]``. With ``empty="error"`` a row without any raises ``ValueError`` (a
     value check). On CUDA ``nonzero`` synchronises with the device."""
     check_choice("empty", empty, EMPTY)
-    # without a mask the 0/1 target itself marks the positives (no bool copy)
+    # without a mask the (validated 0/1) target itself marks the positives: no bool copy
     rows, cols = (b.y if b.known is None else b.positives()).nonzero(as_tuple=True)
     count = torch.bincount(rows, minlength=b.x.shape[0]).to(b.x.dtype)
     if empty == "error" and checks_enabled() and bool((count == 0).any()):
