@@ -11,27 +11,25 @@ min``: of the two fastest steps, the steadier estimate on a loaded CPU or when t
 alternates between reusing and page-faulting fresh ``[N, C]`` buffers). The ``F.cross_entropy
 (abs)`` row is the same statistic over all its steps at that class count. Memory is the peak
 allocated bytes on CUDA; on the CPU, where torch has no allocator statistics, it is the bytes
-of the tensors autograd saves for the backward pass plus the output (what a loss adds to a
-training step). ``--threads`` sets ``torch.set_num_threads`` (default: torch's choice);
-``--flush-denormal`` sets ``torch.set_flush_denormal(True)``: on x86 CPUs arithmetic on
-subnormal floats is many times slower, and losses that scale the logits (LDAM's ``s = 30``)
-meet them on these random inputs where ``F.cross_entropy`` on the unscaled logits does not.
+of the tensors autograd saves for the backward pass (custom functions' ctx attributes
+included) plus the output (what a loss adds to a training step). The harness is shared with
+the other benchmarks in ``benchmarks/paired.py``. ``--threads`` sets ``torch.set_num_threads``
+(default: torch's choice); ``--flush-denormal`` sets ``torch.set_flush_denormal(True)``: on x86
+CPUs arithmetic on subnormal floats is many times slower, and losses that scale the logits
+(LDAM's ``s = 30``) meet them on these random inputs where ``F.cross_entropy`` on the unscaled
+logits does not.
 ``--only`` keeps the objectives whose name contains one of the given strings.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 import losskit
-
-Call = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+import paired
 
 
 def _counts(c: int, device: torch.device) -> torch.Tensor:
@@ -40,7 +38,7 @@ def _counts(c: int, device: torch.device) -> torch.Tensor:
     )
 
 
-def objectives(c: int, n: int, device: torch.device) -> dict[str, Call]:
+def objectives(c: int, n: int, device: torch.device) -> dict[str, paired.Call]:
     """One call per registered multiclass loss, with the context a trainer would give it."""
     from losskit.classification import (
         ALDRKLLoss,
@@ -75,72 +73,15 @@ def objectives(c: int, n: int, device: torch.device) -> dict[str, Call]:
     }
 
 
-def _step(fn: Call, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Seconds for one forward+backward of ``fn`` on a fresh leaf copy of ``x``."""
-    xg = x.detach().requires_grad_(True)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn(xg, y).backward()
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def measure(
-    fn: Call, base: Call, x: torch.Tensor, y: torch.Tensor, repeats: int
-) -> tuple[list[float], list[float]]:
-    """Forward+backward seconds of ``fn`` and of the baseline ``base``, interleaved."""
-    _step(base, x, y)
-    _step(fn, x, y)
-    times: list[float] = []
-    base_times: list[float] = []
-    for _ in range(repeats):
-        base_times.append(_step(base, x, y))
-        times.append(_step(fn, x, y))
-    return times, base_times
-
-
-def _memory(fn: Call, x: torch.Tensor, y: torch.Tensor) -> int:
-    xg = x.detach().requires_grad_(True)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn(xg, y).backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.data_ptr() != xg.data_ptr():
-            seen[t.data_ptr()] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(xg, y)
-    out.backward()
-    return sum(seen.values()) + out.numel() * out.element_size()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4096)
+    paired.add_arguments(parser, n=4096)
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 1000, 32000])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--flush-denormal", action="store_true")
-    parser.add_argument("--stat", choices=["median", "min"], default="median")
-    parser.add_argument("--only", nargs="+", default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    device, stat = paired.setup(args)
     if args.flush_denormal and not torch.set_flush_denormal(True):
         print("--flush-denormal: not supported on this CPU, ignored")
-    device = torch.device(args.device)
-    stat = statistics.median if args.stat == "median" else min
-    losskit.set_checks(False)
     print(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"N={args.n} repeats={args.repeats} stat={args.stat} "
@@ -152,21 +93,13 @@ def main() -> None:
         g = torch.Generator().manual_seed(c)
         x = torch.randn(args.n, c, generator=g).to(device)
         y = torch.randint(0, c, (args.n,), generator=g).to(device)
-        base_m = _memory(F.cross_entropy, x, y)
-        all_base: list[float] = []
-        cells: dict[str, str] = {}
-        for name, fn in objectives(c, args.n, device).items():
-            if args.only and not any(k in name for k in args.only):
-                continue
-            times, base_times = measure(fn, F.cross_entropy, x, y, args.repeats)
-            all_base += base_times
-            ratio = stat(times) / stat(base_times)
-            cells[name] = f"  {ratio:12.2f}x {_memory(fn, x, y) / base_m:4.1f}x"
+        fns = objectives(c, args.n, device)
+        base_s, base_m, ratios = paired.compare(fns, F.cross_entropy, x, y, args, stat)
         rows.setdefault("F.cross_entropy (abs)", []).append(
-            f"  {stat(all_base) * 1e3:6.1f}ms {base_m / 2**20:5.1f}MB"
+            f"  {base_s * 1e3:6.1f}ms {base_m / 2**20:5.1f}MB"
         )
-        for name, cell in cells.items():
-            rows.setdefault(name, []).append(cell)
+        for name, (t, m) in ratios.items():
+            rows.setdefault(name, []).append(f"  {t:12.2f}x {m:4.1f}x")
     for name, row in rows.items():
         print(f"{name:<28}" + "".join(row))
 

@@ -12,7 +12,8 @@ time ratio is the ratio of the two medians (``--stat min``: of the two fastest s
 steadier estimate on a loaded CPU). The ``F.cross_entropy (abs)`` row is the same statistic
 over all its steps at that label count. Memory is the peak allocated bytes on CUDA; on the
 CPU it is the bytes of the tensors autograd saves for the backward pass (custom functions'
-ctx attributes included) plus the output.
+ctx attributes included) plus the output. The harness is shared with the other benchmarks
+in ``benchmarks/paired.py``.
 ``--threads`` sets ``torch.set_num_threads``; ``--only`` keeps the objectives whose name
 contains one of the given strings.
 """
@@ -20,19 +21,14 @@ contains one of the given strings.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-import losskit
-
-Call = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+import paired
 
 
-def objectives() -> dict[str, Call]:
+def objectives() -> dict[str, paired.Call]:
     """One call per multi-positive loss, with its paper defaults."""
     from losskit.multilabel.decoupled_softmax import decoupled_softmax_loss
     from losskit.multilabel.soft_top_k import soft_top_k_loss
@@ -63,81 +59,13 @@ def multilabel_target(n: int, num_labels: int, g: torch.Generator) -> torch.Tens
     return y
 
 
-def _step(fn: Call, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Seconds for one forward+backward of ``fn`` on a fresh leaf copy of ``x``."""
-    xg = x.detach().requires_grad_(True)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn(xg, y).backward()
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def measure(
-    fn: Call, base: Call, x: torch.Tensor, y: torch.Tensor, repeats: int
-) -> tuple[list[float], list[float]]:
-    """Forward+backward seconds of ``fn`` and of the baseline ``base``, interleaved."""
-    _step(base, x, y)
-    _step(fn, x, y)
-    times: list[float] = []
-    base_times: list[float] = []
-    for _ in range(repeats):
-        base_times.append(_step(base, x, y))
-        times.append(_step(fn, x, y))
-    return times, base_times
-
-
-def _memory(fn: Call, x: torch.Tensor, y: torch.Tensor) -> int:
-    xg = x.detach().requires_grad_(True)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn(xg, y).backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.data_ptr() != xg.data_ptr():
-            seen[t.data_ptr()] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(xg, y)
-    # tensors a custom autograd function keeps on its ctx (a scratch buffer for the backward)
-    nodes, visited = [out.grad_fn], set()
-    while nodes:
-        node = nodes.pop()
-        if node is None or id(node) in visited:
-            continue
-        visited.add(id(node))
-        for t in getattr(node, "__dict__", {}).values():
-            if isinstance(t, torch.Tensor):
-                seen[t.data_ptr()] = t.numel() * t.element_size()
-        nodes.extend(f for f, _ in node.next_functions)
-    out.backward()
-    return sum(seen.values()) + out.numel() * out.element_size()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1024)
+    paired.add_arguments(parser, n=1024)
     parser.add_argument("--labels", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--stat", choices=["median", "min"], default="median")
-    parser.add_argument("--only", nargs="+", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    stat = statistics.median if args.stat == "median" else min
-    losskit.set_checks(False)
+    device, stat = paired.setup(args)
     print(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"N={args.n} repeats={args.repeats} stat={args.stat}; "
@@ -154,21 +82,12 @@ def main() -> None:
         def base(s: torch.Tensor, _: torch.Tensor, soft: torch.Tensor = soft) -> torch.Tensor:
             return F.cross_entropy(s, soft)
 
-        base_m = _memory(base, x, y)
-        all_base: list[float] = []
-        cells: dict[str, str] = {}
-        for name, fn in objectives().items():
-            if args.only and not any(k in name for k in args.only):
-                continue
-            times, base_times = measure(fn, base, x, y, args.repeats)
-            all_base += base_times
-            ratio = stat(times) / stat(base_times)
-            cells[name] = f" {ratio:.2f}x | {_memory(fn, x, y) / base_m:.1f}x |"
+        base_s, base_m, ratios = paired.compare(objectives(), base, x, y, args, stat)
         rows.setdefault("F.cross_entropy (abs)", []).append(
-            f" {stat(all_base) * 1e3:.1f} ms | {base_m / 2**20:.0f} MB |"
+            f" {base_s * 1e3:.1f} ms | {base_m / 2**20:.0f} MB |"
         )
-        for name, cell in cells.items():
-            rows.setdefault(name, []).append(cell)
+        for name, (t, m) in ratios.items():
+            rows.setdefault(name, []).append(f" {t:.2f}x | {m:.1f}x |")
     print(header)
     print("|---|" + "---|---|" * len(args.labels))
     for name, row in rows.items():

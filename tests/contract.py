@@ -25,6 +25,22 @@ def random_batch(
     return x, y, p
 
 
+def check_matches_reference(
+    loss: Callable[..., Tensor], ref: Callable[..., Tensor], *inputs: Tensor
+) -> None:
+    """``loss(*inputs)`` and the slow ``ref(*inputs)`` agree, per sample, and so do the
+    gradients of their sums with respect to every input."""
+    fast = [x.clone().requires_grad_(True) for x in inputs]
+    slow = [x.clone().requires_grad_(True) for x in inputs]
+    out = loss(*fast)
+    expected = ref(*slow)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    expected.sum().backward()
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
 def check_reductions(fn: Loss, x: Tensor, y: Tensor, **kw) -> None:
     """``none`` has one value per sample; ``sum`` and ``mean`` agree with it."""
     none = fn(x, y, reduction="none", **kw)
@@ -42,10 +58,15 @@ def check_gradcheck(fn: Loss, x: Tensor, y: Tensor, **kw) -> None:
 def check_half_precision(
     fn: Loss, y: Tensor, *, c: int = 5, magnitude: float = 1e4, rtol: float = 2e-2, **kw
 ) -> None:
-    """bfloat16/float16 logits of magnitude ``magnitude`` give finite results of the input
-    dtype, close to the float32 result computed on the same (rounded) inputs."""
+    """bfloat16/float16 logits of magnitude ``magnitude``: see :func:`check_half_precision_at`."""
     g = torch.Generator().manual_seed(1)
     base = torch.randn(y.shape[0], c, generator=g) * magnitude
+    check_half_precision_at(fn, base, y, rtol=rtol, **kw)
+
+
+def check_half_precision_at(fn: Loss, base: Tensor, y: Tensor, *, rtol: float, **kw) -> None:
+    """``base`` rounded to bfloat16/float16 gives finite results of the input dtype, close to
+    the float32 result computed on the same (rounded) inputs, and finite gradients."""
     for dtype in (torch.bfloat16, torch.float16):
         xh = base.to(dtype).requires_grad_(True)
         out = fn(xh, y, reduction="none", **kw)

@@ -9,6 +9,7 @@ from losskit.distillation.latent import (
     latent_distillation_loss,
     uniform_layer_map,
 )
+from tests.contract import check_matches_reference
 
 N, T, DS, DT, H = 3, 5, 4, 6, 2
 
@@ -79,28 +80,23 @@ def slow_attention(a, b, mask, mode):
 def test_hidden_matches_slow_reference_value_and_gradient():
     s, te, w = states()
     mask = mask_for(LENGTHS)
-    s1, w1 = s.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    s2, w2 = s.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    fast = hidden_state_loss(s1, te, w1, attention_mask=mask, reduction="none")
-    slow = slow_hidden(s2, te, w2, mask)
-    torch.testing.assert_close(fast, slow)
-    fast.sum().backward()
-    slow.sum().backward()
-    torch.testing.assert_close(s1.grad, s2.grad)
-    torch.testing.assert_close(w1.grad, w2.grad)
+    check_matches_reference(
+        lambda a, b: hidden_state_loss(a, te, b, attention_mask=mask, reduction="none"),
+        lambda a, b: slow_hidden(a, te, b, mask),
+        s,
+        w,
+    )
 
 
 @pytest.mark.parametrize("mode", ["mse", "kl"])
 def test_attention_matches_slow_reference_value_and_gradient(mode):
     mask = mask_for(LENGTHS)
     a, b = maps(mask=mask)
-    a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
-    fast = attention_map_loss(a1, b, attention_mask=mask, mode=mode, reduction="none")
-    slow = slow_attention(a2, b, mask, mode)
-    torch.testing.assert_close(fast, slow)
-    fast.sum().backward()
-    slow.sum().backward()
-    torch.testing.assert_close(a1.grad, a2.grad)
+    check_matches_reference(
+        lambda z: attention_map_loss(z, b, attention_mask=mask, mode=mode, reduction="none"),
+        lambda z: slow_attention(z, b, mask, mode),
+        a,
+    )
 
 
 # (b) the paper's properties

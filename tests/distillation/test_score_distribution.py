@@ -20,6 +20,19 @@ def phi(x):
     return 0.5 * (1 + math.erf(x / math.sqrt(2)))
 
 
+def check_half_precision(fn, x, mu, sd):
+    """``x``, ``mu`` and ``sd`` rounded to bfloat16/float16 give finite results of that dtype,
+    close to the float32 result on the same rounded inputs, and finite gradients."""
+    for dtype in (torch.bfloat16, torch.float16):
+        low = x.to(dtype).requires_grad_(True)
+        out = fn(low, mu.to(dtype), sd.to(dtype), reduction="none")
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        ref = fn(low.detach().float(), mu.to(dtype).float(), sd.to(dtype).float(), reduction="none")
+        torch.testing.assert_close(out.float(), ref.to(dtype).float(), rtol=2e-2, atol=2e-2)
+        out.sum().backward()
+        assert torch.isfinite(low.grad).all()
+
+
 def paper_label(mu, sd, density):
     """The paper's label on levels 1..5: discretised Gaussian, then p' = a p + b with a, b
     solving sum p' = 1 and sum p' l = mu (Cramer's rule). Also says whether any entry is
@@ -195,16 +208,7 @@ def test_loss_contract():
 
 def test_loss_half_precision():
     logits, mu, sd = logits_and_scores(6, seed=7, dtype=torch.float32)
-    logits = logits * 10
-    for dtype in (torch.bfloat16, torch.float16):
-        z = logits.to(dtype).requires_grad_(True)
-        out = score_distribution_loss(z, mu.to(dtype), sd.to(dtype), reduction="none")
-        assert out.dtype == dtype and torch.isfinite(out).all()
-        ref = score_distribution_loss(z.detach().float(), mu.to(dtype).float(),
-                                      sd.to(dtype).float(), reduction="none")  # fmt: skip
-        torch.testing.assert_close(out.float(), ref.to(dtype).float(), rtol=2e-2, atol=2e-2)
-        out.sum().backward()
-        assert torch.isfinite(z.grad).all()
+    check_half_precision(score_distribution_loss, logits * 10, mu, sd)
 
 
 def test_labels_and_loss_bad_inputs():
@@ -324,15 +328,7 @@ def test_ranking_contract():
     mu_g, sd_g = mu.clone().requires_grad_(True), sd.clone().requires_grad_(True)
     score_ranking_loss(x, mu_g, sd_g).backward()
     assert mu_g.grad is None and sd_g.grad is None
-    for dtype in (torch.bfloat16, torch.float16):
-        low = s.to(dtype).requires_grad_(True)
-        out = score_ranking_loss(low, mu.to(dtype), sd.to(dtype), reduction="none")
-        assert out.dtype == dtype and torch.isfinite(out).all()
-        ref = score_ranking_loss(low.detach().float(), mu.to(dtype).float(),
-                                 sd.to(dtype).float(), reduction="none")  # fmt: skip
-        torch.testing.assert_close(out.float(), ref.to(dtype).float(), rtol=2e-2, atol=2e-2)
-        out.sum().backward()
-        assert torch.isfinite(low.grad).all()
+    check_half_precision(score_ranking_loss, s, mu, sd)
 
 
 def test_ranking_bad_inputs():

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from losskit._core.registry import get
 from losskit.distillation.uskd import USKDHead, USKDLoss, uskd_loss, uskd_soft_labels
+from tests.contract import check_matches_reference
 from tests.distillation.contract import (
     check_gradcheck,
     check_half_precision,
@@ -66,15 +67,12 @@ def slow_uskd(s, w, y, alpha, beta, mu, ranking):
 def test_matches_slow_reference_value_and_gradient(ranking):
     s, w, y = random_pair(7, 6, seed=1)
     kw = {"alpha": 0.7, "beta": 0.4, "mu": 0.3, "ranking": ranking}
-    sg, wg = s.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    sr, wr = s.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    got = uskd_loss(sg, y, weak_logits=wg, reduction="none", **kw)
-    want = slow_uskd(sr, wr, y, kw["alpha"], kw["beta"], kw["mu"], ranking)
-    torch.testing.assert_close(got, want)
-    got.sum().backward()
-    want.sum().backward()
-    torch.testing.assert_close(sg.grad, sr.grad)
-    torch.testing.assert_close(wg.grad, wr.grad)
+    check_matches_reference(
+        lambda a, b: uskd_loss(a, y, weak_logits=b, reduction="none", **kw),
+        lambda a, b: slow_uskd(a, b, y, kw["alpha"], kw["beta"], kw["mu"], ranking),
+        s,
+        w,
+    )
 
 
 @pytest.mark.parametrize("ranking", ["paper", "code"])

@@ -1,6 +1,7 @@
 """Checks every multi-label objective must pass (DESIGN.md "How an objective is proven").
 
-Each helper takes ``fn(scores, target, **kw)``; a test module supplies its objective.
+Each helper takes ``fn(scores, target, **kw)``; a test module supplies its objective. The
+reduction and gradcheck checks are those of ``tests.contract``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from tests.contract import check_gradcheck, check_half_precision_at, check_reductions
 
 Loss = Callable[..., Tensor]
 
@@ -37,18 +40,58 @@ def random_multilabel(
     return x, y, mask
 
 
-def check_reductions(fn: Loss, x: Tensor, y: Tensor, **kw) -> None:
-    """``none`` has one value per sample; ``sum`` and ``mean`` agree with it."""
-    none = fn(x, y, reduction="none", **kw)
-    assert none.shape == (x.shape[0],)
-    torch.testing.assert_close(fn(x, y, reduction="sum", **kw), none.sum())
-    torch.testing.assert_close(fn(x, y, reduction="mean", **kw), none.mean())
+def mask_with_positives(y: Tensor, mask: Tensor) -> Tensor:
+    """The random mask, with each row's first positive known."""
+    mask = mask.clone()
+    mask[torch.arange(y.shape[0]), y.argmax(dim=1)] = True
+    return mask
 
 
-def check_gradcheck(fn: Loss, x: Tensor, y: Tensor, **kw) -> None:
-    """``torch.autograd.gradcheck`` in float64 on the summed loss."""
-    xg = x.detach().to(torch.float64).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda z: fn(z, y, reduction="sum", **kw), (xg,))
+def slow_known_mean(term: Callable[[int, int], Tensor], mask: Tensor) -> Tensor:
+    """The per-sample reduction of the package, entry by entry: for each row ``i`` of
+    ``mask`` the mean of ``term(i, j)`` over its known entries ``j`` (every row needs one)."""
+    out = []
+    for i in range(mask.shape[0]):
+        terms = [term(i, j) for j in range(mask.shape[1]) if mask[i, j]]
+        out.append(sum(terms) / len(terms))
+    return torch.stack(out)
+
+
+def check_positive_averaged(fn: Loss, module: Callable[..., nn.Module]) -> None:
+    """The contract of a loss averaged over each row's known positives, with ``empty`` for
+    rows without one: reductions, gradcheck and masking, half precision, bad inputs, a bad
+    ``empty`` in the function and the ``module`` form, which equals the function."""
+    x, y, mask = random_multilabel()
+    known = mask_with_positives(y, mask)
+    check_reductions(fn, x, y)
+    check_reductions(fn, x, y, mask=known)
+    check_gradcheck(fn, x, y, mask=known)
+    check_mask_zero_grad(fn, x, y, mask, empty="skip")
+    check_half_precision(fn, y.float())
+    check_bad_inputs(fn)
+    with pytest.raises(ValueError, match="empty"):
+        fn(x, y, empty="zero")
+    with pytest.raises(ValueError, match="empty"):
+        module(empty="zero")
+    torch.testing.assert_close(
+        module(reduction="sum")(x, y, known), fn(x, y, mask=known, reduction="sum")
+    )
+
+
+def check_row_without_positives(fn: Loss, x: Tensor, y: Tensor, row: int) -> tuple[Tensor, Tensor]:
+    """Row ``row`` of ``y`` has no positive: by default ``fn`` raises naming it; with
+    ``empty="skip"`` it gives the row 0 and zero gradient and drops it from the mean. Returns
+    the per-sample values and the gradient of their sum."""
+    with pytest.raises(ValueError, match=f"row {row} has none"):
+        fn(x, y)
+    xg = x.clone().requires_grad_(True)
+    none = fn(xg, y, empty="skip", reduction="none")
+    assert none[row] == 0
+    keep = torch.arange(x.shape[0]) != row
+    torch.testing.assert_close(fn(x, y, empty="skip"), none[keep].mean())
+    none.sum().backward()
+    assert torch.isfinite(xg.grad).all() and (xg.grad[row] == 0).all()
+    return none.detach(), xg.grad
 
 
 def check_mask_zero_grad(fn: Loss, x: Tensor, y: Tensor, mask: Tensor, **kw) -> None:
@@ -69,19 +112,11 @@ def check_mask_zero_grad(fn: Loss, x: Tensor, y: Tensor, mask: Tensor, **kw) -> 
 def check_half_precision(
     fn: Loss, y: Tensor, *, magnitude: float = 30.0, rtol: float = 2e-2, **kw
 ) -> None:
-    """bfloat16/float16 scores give finite results of the input dtype, close to the float32
-    result on the same rounded inputs, and finite gradients."""
+    """bfloat16/float16 scores of magnitude ``magnitude``: see
+    :func:`tests.contract.check_half_precision_at`."""
     g = torch.Generator().manual_seed(1)
     base = torch.randn(*y.shape, generator=g) * magnitude
-    for dtype in (torch.bfloat16, torch.float16):
-        xh = base.to(dtype).requires_grad_(True)
-        out = fn(xh, y, reduction="none", **kw)
-        assert out.dtype == dtype
-        assert torch.isfinite(out).all()
-        ref = fn(xh.detach().float(), y, reduction="none", **kw)
-        torch.testing.assert_close(out.float(), ref.to(dtype).float(), rtol=rtol, atol=rtol)
-        out.sum().backward()
-        assert xh.grad is not None and torch.isfinite(xh.grad).all()
+    check_half_precision_at(fn, base, y, rtol=rtol, **kw)
 
 
 def check_bad_inputs(fn: Loss, *, num_labels: int = 5, **kw) -> None:

@@ -22,12 +22,11 @@ from losskit.multilabel.label_corrector import (
     reflective_corrector_loss,
     reflective_label_correction,
 )
+from tests.contract import check_gradcheck, check_matches_reference, check_reductions
 from tests.multilabel.contract import (
     check_bad_inputs,
-    check_gradcheck,
     check_half_precision,
     check_mask_zero_grad,
-    check_reductions,
     random_multilabel,
 )
 
@@ -123,16 +122,13 @@ def test_modifier_matches_slow_reference(prior):
     x, y, mask = random_multilabel(8, 5)
     cooc = cooccurrence() if prior else None
     kw = {"gamma_pos": 1.0, "gamma_neg": 3.0, "clip": 0.05, "weight_power": 1 / 3}
-    xg = x.clone().requires_grad_(True)
-    xr = x.clone().requires_grad_(True)
-    out = multi_focal_modifier_loss(
-        xg, y, class_counts=COUNTS, mask=mask, label_cooccurrence=cooc, reduction="none", **kw
+    check_matches_reference(
+        lambda z: multi_focal_modifier_loss(
+            z, y, class_counts=COUNTS, mask=mask, label_cooccurrence=cooc, reduction="none", **kw
+        ),
+        lambda z: per_sample(slow_entries(z, y, mask, COUNTS, 1.0, 3.0, 0.05, 1 / 3, cooc), mask),
+        x,
     )
-    ref = per_sample(slow_entries(xr, y, mask, COUNTS, 1.0, 3.0, 0.05, 1 / 3, cooc), mask)
-    torch.testing.assert_close(out, ref)
-    out.sum().backward()
-    ref.sum().backward()
-    torch.testing.assert_close(xg.grad, xr.grad)
 
 
 def test_undetached_focus_matches_reference_and_differs_from_detached():
@@ -199,18 +195,23 @@ def test_prior_handles_unseen_labels_and_rows_without_positives():
     assert torch.isfinite(out)
 
 
+def check_contract(fn, x, y, mask, **kw):
+    """The contract checks of the COMIC losses (gradcheck through the focusing factor)."""
+    check_reductions(fn, x, y, **kw)
+    check_reductions(fn, x, y, mask=mask, **kw)
+    check_gradcheck(fn, x, y, mask=mask, detach_focal=False, **kw)
+    check_mask_zero_grad(fn, x, y, mask, **kw)
+    # bounded per entry by w_c * |logit|; 30 puts half-precision logits far in both tails
+    check_half_precision(fn, y.float(), **kw)
+    check_bad_inputs(fn, **kw)
+
+
 def test_modifier_contract():
     x, y, mask = random_multilabel()
     cooc = cooccurrence()
     fn = multi_focal_modifier_loss
     for kw in ({"class_counts": COUNTS}, {"class_counts": COUNTS, "label_cooccurrence": cooc}):
-        check_reductions(fn, x, y, **kw)
-        check_reductions(fn, x, y, mask=mask, **kw)
-        check_gradcheck(fn, x, y, mask=mask, detach_focal=False, **kw)
-        check_mask_zero_grad(fn, x, y, mask, **kw)
-        # bounded per entry by w_c * |logit|; 30 puts half-precision logits far in both tails
-        check_half_precision(fn, y.float(), **kw)
-        check_bad_inputs(fn, **kw)
+        check_contract(fn, x, y, mask, **kw)
     module = MultiFocalModifierLoss(COUNTS, gamma_neg=2.0, reduction="sum")
     xf, yf, mf = random_multilabel(dtype=torch.float32)
     torch.testing.assert_close(
@@ -294,12 +295,7 @@ def test_corrector_contract():
     x, y, mask = random_multilabel(scale=3.0)
     fn = reflective_corrector_loss
     kw = {"class_counts": COUNTS}
-    check_reductions(fn, x, y, **kw)
-    check_reductions(fn, x, y, mask=mask, **kw)
-    check_gradcheck(fn, x, y, mask=mask, detach_focal=False, **kw)
-    check_mask_zero_grad(fn, x, y, mask, **kw)
-    check_half_precision(fn, y.float(), **kw)
-    check_bad_inputs(fn, **kw)
+    check_contract(fn, x, y, mask, **kw)
     for bad, name in (({"threshold": 1.5}, "threshold"), ({"margin": math.inf}, "margin")):
         with pytest.raises(ValueError, match=name):
             fn(x, y, **kw, **bad)

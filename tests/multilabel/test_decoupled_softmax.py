@@ -11,15 +11,13 @@ from losskit.multilabel.decoupled_softmax import (
     sample_positive_entries,
 )
 from losskit.multilabel.softmax import multi_positive_softmax_loss
+from tests.contract import check_matches_reference
 from tests.multilabel.contract import (
-    check_bad_inputs,
-    check_gradcheck,
-    check_half_precision,
-    check_mask_zero_grad,
-    check_reductions,
+    check_positive_averaged,
+    check_row_without_positives,
+    mask_with_positives,
     random_multilabel,
 )
-from tests.multilabel.test_softmax import mask_with_positives
 
 
 def slow_decoupled(x, y, mask):
@@ -39,14 +37,11 @@ def slow_decoupled(x, y, mask):
 def test_matches_slow_reference():
     x, y, mask = random_multilabel(6, 7)
     mask = mask_with_positives(y, mask)
-    xg = x.clone().requires_grad_(True)
-    xr = x.clone().requires_grad_(True)
-    out = decoupled_softmax_loss(xg, y, mask=mask, reduction="none")
-    ref = slow_decoupled(xr, y, mask)
-    torch.testing.assert_close(out, ref)
-    out.sum().backward()
-    ref.sum().backward()
-    torch.testing.assert_close(xg.grad, xr.grad)
+    check_matches_reference(
+        lambda z: decoupled_softmax_loss(z, y, mask=mask, reduction="none"),
+        lambda z: slow_decoupled(z, y, mask),
+        x,
+    )
 
 
 def test_one_positive_is_cross_entropy():
@@ -141,22 +136,9 @@ def test_sampling_keeps_one_positive_per_row():
 
 
 def test_contract():
-    x, y, mask = random_multilabel()
-    known = mask_with_positives(y, mask)
-    check_reductions(decoupled_softmax_loss, x, y)
-    check_reductions(decoupled_softmax_loss, x, y, mask=known)
-    check_gradcheck(decoupled_softmax_loss, x, y, mask=known)
-    check_mask_zero_grad(decoupled_softmax_loss, x, y, mask, empty="skip")
-    check_half_precision(decoupled_softmax_loss, y.float())
-    check_bad_inputs(decoupled_softmax_loss)
-    with pytest.raises(ValueError, match="empty"):
-        decoupled_softmax_loss(x, y, empty="drop")
+    check_positive_averaged(decoupled_softmax_loss, DecoupledSoftmaxLoss)
     with pytest.raises(ValueError, match="sample_positives"):
         DecoupledSoftmaxLoss(sample_positives="yes")
-    module = DecoupledSoftmaxLoss(reduction="sum")
-    torch.testing.assert_close(
-        module(x, y, known), decoupled_softmax_loss(x, y, mask=known, reduction="sum")
-    )
     entry = get("decoupled_softmax")
     assert entry.papers == (3,) and entry.function is decoupled_softmax_loss
 
@@ -165,13 +147,8 @@ def test_rows_without_positives_or_negatives():
     x, y, _ = random_multilabel()
     y[1] = 0
     y[3] = 1
-    with pytest.raises(ValueError, match="row 1 has none"):
-        decoupled_softmax_loss(x, y)
-    xg = x.clone().requires_grad_(True)
-    none = decoupled_softmax_loss(xg, y, empty="skip", reduction="none")
-    assert none[1] == 0 and none[3] == 0  # no negatives: every positive is alone
-    none.sum().backward()
-    assert torch.isfinite(xg.grad).all() and (xg.grad[[1, 3]] == 0).all()
+    none, grad = check_row_without_positives(decoupled_softmax_loss, x, y, 1)
+    assert none[3] == 0 and (grad[3] == 0).all()  # no negatives: every positive is alone
 
 
 def test_second_backward_with_retained_graph():

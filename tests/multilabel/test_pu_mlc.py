@@ -13,12 +13,11 @@ from losskit.multilabel.pu_mlc import (
     pu_mixup_targets,
     pu_mlc_loss,
 )
+from tests.contract import check_gradcheck, check_reductions
 from tests.multilabel.contract import (
     check_bad_inputs,
-    check_gradcheck,
     check_half_precision,
     check_mask_zero_grad,
-    check_reductions,
     random_multilabel,
 )
 

@@ -10,12 +10,11 @@ from losskit.multilabel.softmax import (
     masked_logsumexp,
     multi_positive_softmax_loss,
 )
+from tests.contract import check_matches_reference
 from tests.multilabel.contract import (
-    check_bad_inputs,
-    check_gradcheck,
-    check_half_precision,
-    check_mask_zero_grad,
-    check_reductions,
+    check_positive_averaged,
+    check_row_without_positives,
+    mask_with_positives,
     random_multilabel,
 )
 
@@ -30,24 +29,14 @@ def slow_softmax(x, y, mask):
     return torch.stack(out)
 
 
-def mask_with_positives(y, mask):
-    """The random mask, with each row's first positive known."""
-    mask = mask.clone()
-    mask[torch.arange(y.shape[0]), y.argmax(dim=1)] = True
-    return mask
-
-
 def test_matches_slow_reference():
     x, y, mask = random_multilabel(6, 7)
     mask = mask_with_positives(y, mask)
-    xg = x.clone().requires_grad_(True)
-    xr = x.clone().requires_grad_(True)
-    out = multi_positive_softmax_loss(xg, y, mask=mask, reduction="none")
-    ref = slow_softmax(xr, y, mask)
-    torch.testing.assert_close(out, ref)
-    out.sum().backward()
-    ref.sum().backward()
-    torch.testing.assert_close(xg.grad, xr.grad)
+    check_matches_reference(
+        lambda z: multi_positive_softmax_loss(z, y, mask=mask, reduction="none"),
+        lambda z: slow_softmax(z, y, mask),
+        x,
+    )
 
 
 def test_equals_cross_entropy_with_soft_targets():
@@ -80,34 +69,11 @@ def test_masked_logsumexp_empty_rows():
 
 
 def test_contract():
-    x, y, mask = random_multilabel()
-    known = mask_with_positives(y, mask)
-    check_reductions(multi_positive_softmax_loss, x, y)
-    check_reductions(multi_positive_softmax_loss, x, y, mask=known)
-    check_gradcheck(multi_positive_softmax_loss, x, y, mask=known)
-    check_mask_zero_grad(multi_positive_softmax_loss, x, y, mask, empty="skip")
-    check_half_precision(multi_positive_softmax_loss, y.float())
-    check_bad_inputs(multi_positive_softmax_loss)
-    with pytest.raises(ValueError, match="empty"):
-        multi_positive_softmax_loss(x, y, empty="zero")
-    with pytest.raises(ValueError, match="empty"):
-        MultiPositiveSoftmaxLoss(empty="zero")
-    module = MultiPositiveSoftmaxLoss(reduction="sum")
-    torch.testing.assert_close(
-        module(x, y, known), multi_positive_softmax_loss(x, y, mask=known, reduction="sum")
-    )
+    check_positive_averaged(multi_positive_softmax_loss, MultiPositiveSoftmaxLoss)
     assert get("multilabel_softmax").function is multi_positive_softmax_loss
 
 
 def test_rows_without_positives():
     x, y, _ = random_multilabel()
     y[2] = 0
-    with pytest.raises(ValueError, match="row 2 has none"):
-        multi_positive_softmax_loss(x, y)
-    xg = x.clone().requires_grad_(True)
-    none = multi_positive_softmax_loss(xg, y, empty="skip", reduction="none")
-    assert none[2] == 0
-    keep = torch.arange(6) != 2
-    torch.testing.assert_close(multi_positive_softmax_loss(x, y, empty="skip"), none[keep].mean())
-    none.sum().backward()
-    assert (xg.grad[2] == 0).all()
+    check_row_without_positives(multi_positive_softmax_loss, x, y, 2)

@@ -101,6 +101,19 @@ def binary_kl_loss(
     return finish_distill(_binary_kl_rows(b.s, b.t, temp, bool(normalized)), b, reduction)
 
 
+def _check_hyper(
+    temperature: float, ce_weight: float, aux_weight: float, kd_weight: float, kd_temperature: float
+) -> tuple[float, float, float, float, float]:
+    """Validate the temperatures (> 0) and the term weights (>= 0)."""
+    return (
+        check_temperature(temperature),
+        check_number("ce_weight", ce_weight, low=0.0),
+        check_number("aux_weight", aux_weight, low=0.0),
+        check_number("kd_weight", kd_weight, low=0.0),
+        check_temperature(kd_temperature, "kd_temperature"),
+    )
+
+
 def dual_head_kd_loss(
     main_logits: Tensor,
     aux_logits: Tensor,
@@ -118,11 +131,9 @@ def dual_head_kd_loss(
 ) -> Tensor:
     """DHKD: CE (and KD) on the main head plus BinaryKL-Norm (``normalized=False``: BinaryKL)
     at ``temperature`` on the auxiliary head. ``target`` is required when ``ce_weight > 0``."""
-    temp = check_temperature(temperature)
-    kd_temp = check_temperature(kd_temperature, "kd_temperature")
-    ce_w = check_number("ce_weight", ce_weight, low=0.0)
-    aux_w = check_number("aux_weight", aux_weight, low=0.0)
-    kd_w = check_number("kd_weight", kd_weight, low=0.0)
+    temp, ce_w, aux_w, kd_w, kd_temp = _check_hyper(
+        temperature, ce_weight, aux_weight, kd_weight, kd_temperature
+    )
     check_scores(main_logits, "main_logits")
     check_scores(aux_logits, "aux_logits")
     if tuple(aux_logits.shape) != tuple(main_logits.shape):
@@ -234,12 +245,15 @@ class DualHeadKDLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
+        temp, ce_w, aux_w, kd_w, kd_temp = _check_hyper(
+            temperature, ce_weight, aux_weight, kd_weight, kd_temperature
+        )
         self.options = {
-            "temperature": check_temperature(temperature),
-            "ce_weight": check_number("ce_weight", ce_weight, low=0.0),
-            "aux_weight": check_number("aux_weight", aux_weight, low=0.0),
-            "kd_weight": check_number("kd_weight", kd_weight, low=0.0),
-            "kd_temperature": check_temperature(kd_temperature, "kd_temperature"),
+            "temperature": temp,
+            "ce_weight": ce_w,
+            "aux_weight": aux_w,
+            "kd_weight": kd_w,
+            "kd_temperature": kd_temp,
             "normalized": bool(normalized),
             "ignore_index": ignore_index,
             "reduction": check_reduction(reduction),

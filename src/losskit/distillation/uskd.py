@@ -125,6 +125,17 @@ def uskd_soft_labels(
     return _soft_labels(s, w, y, keep, ranking)
 
 
+def _check_hyper(alpha: float, beta: float, mu: float, ranking: str) -> tuple[float, float, float]:
+    """Validate the term weights (>= 0) and the ranking."""
+    weights = (
+        check_number("alpha", alpha, low=0.0),
+        check_number("beta", beta, low=0.0),
+        check_number("mu", mu, low=0.0),
+    )
+    check_choice("ranking", ranking, RANKINGS)
+    return weights
+
+
 def uskd_loss(
     student: Tensor,
     target: Tensor,
@@ -139,10 +150,7 @@ def uskd_loss(
 ) -> Tensor:
     """``alpha * L_target + beta * L_non + L_weak`` per sample (see the module docstring);
     ``L_weak`` only with ``weak_logits``, whose gradient trains the weak head."""
-    a = check_number("alpha", alpha, low=0.0)
-    b = check_number("beta", beta, low=0.0)
-    m = check_number("mu", mu, low=0.0)
-    check_choice("ranking", ranking, RANKINGS)
+    a, b, m = _check_hyper(alpha, beta, mu, ranking)
     check_reduction(reduction)
     s, w, y, keep, wt = _prepare(student, target, weak_logits, ignore_index)
     p_y, z = _soft_labels(s, w, y, keep, ranking)
@@ -182,10 +190,7 @@ class USKDLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.alpha = check_number("alpha", alpha, low=0.0)
-        self.beta = check_number("beta", beta, low=0.0)
-        self.mu = check_number("mu", mu, low=0.0)
-        check_choice("ranking", ranking, RANKINGS)
+        self.alpha, self.beta, self.mu = _check_hyper(alpha, beta, mu, ranking)
         self.ranking = ranking
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index

@@ -22,6 +22,7 @@ any denominator.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from losskit._core.checks import check_finite, check_reduction, check_scores, checks_enabled
 from losskit._core.precision import upcast
 from losskit._core.reduction import reduce_loss
+
+Counts = Tensor | Sequence[float]
 
 
 @dataclass
@@ -97,6 +100,32 @@ def check_label_vector(v: Tensor | None, num_labels: int, name: str) -> None:
         check_finite(name, v)
         if bool((v < 0).any()):
             raise ValueError(f"{name} must be non-negative")
+
+
+def as_class_counts(class_counts: Counts) -> Tensor:
+    """``class_counts[L]`` (positives per label in training) as a non-empty 1-D tensor of
+    finite, non-negative counts. Keeps the dtype of a floating tensor (float64 otherwise) and
+    its device."""
+    try:
+        n = torch.as_tensor(class_counts)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"class_counts must be a 1-D tensor of counts, got {class_counts!r}"
+        ) from None
+    n = n if n.is_floating_point() else n.to(torch.float64)
+    if n.ndim != 1 or n.numel() == 0:
+        raise ValueError(f"class_counts must be a non-empty 1-D tensor, got shape {tuple(n.shape)}")
+    check_label_vector(n, n.shape[0], "class_counts")
+    return n
+
+
+def check_class_counts(per_label: Tensor, num_labels: int) -> None:
+    """``per_label`` (the class counts, or the weights or margins made from them) must have
+    one entry per label of the scores."""
+    if per_label.shape[0] != num_labels:
+        raise ValueError(
+            f"class_counts must have one entry per label ({num_labels}), got {per_label.shape[0]}"
+        )
 
 
 def prepare_multilabel(

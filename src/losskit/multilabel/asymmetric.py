@@ -53,6 +53,15 @@ from losskit.multilabel._common import (
 )
 
 
+def _check_asl(gamma_pos: float, gamma_neg: float, clip: float) -> tuple[float, float, float]:
+    """Validate the focusing exponents (>= 0) and the probability margin (in [0, 1))."""
+    return (
+        check_number("gamma_pos", gamma_pos, low=0.0),
+        check_number("gamma_neg", gamma_neg, low=0.0),
+        check_number("clip", clip, low=0.0, high=1.0, high_open=True),
+    )
+
+
 def asymmetric_loss(
     logits: Tensor,
     target: Tensor,
@@ -66,9 +75,7 @@ def asymmetric_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """ASL over known entries; ``weight[L]`` scales labels (not part of the paper)."""
-    gp = check_number("gamma_pos", gamma_pos, low=0.0)
-    gn = check_number("gamma_neg", gamma_neg, low=0.0)
-    c = check_number("clip", clip, low=0.0, high=1.0, high_open=True)
+    gp, gn, c = _check_asl(gamma_pos, gamma_neg, clip)
     b = prepare_multilabel(logits, target, mask, reduction=reduction)
     check_label_vector(weight, b.x.shape[1], "weight")
     log_p = F.logsigmoid(b.x)
@@ -103,9 +110,7 @@ class AsymmetricLoss(MultiLabelLossModule):
         reduction: str = "mean",
     ) -> None:
         super().__init__(weight, reduction)
-        self.gamma_pos = check_number("gamma_pos", gamma_pos, low=0.0)
-        self.gamma_neg = check_number("gamma_neg", gamma_neg, low=0.0)
-        self.clip = check_number("clip", clip, low=0.0, high=1.0, high_open=True)
+        self.gamma_pos, self.gamma_neg, self.clip = _check_asl(gamma_pos, gamma_neg, clip)
         self.detach_focal_weight = bool(detach_focal_weight)
 
     def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:

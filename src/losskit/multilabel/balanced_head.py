@@ -43,9 +43,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losskit._core.checks import check_number
-from losskit.multilabel._common import finish_samples, prepare_multilabel
+from losskit.multilabel._common import (
+    Counts,
+    as_class_counts,
+    check_class_counts,
+    finish_samples,
+    prepare_multilabel,
+)
 from losskit.multilabel.comic import COMICLoss
-from losskit.multilabel.comic_loss import Counts, comic_class_weights
 
 
 class BranchLogits(NamedTuple):
@@ -64,14 +69,10 @@ def branch_sample_weights(
     """Per-sample weights ``[N]`` of the head, tail and balanced branches: ones, and the
     importance weights of reverse (label ``∝ 1/n_c``) and label-uniform sampling, each
     normalised to mean one over the batch (zero for a sample without a known positive)."""
-    counts = torch.as_tensor(class_counts)
-    comic_class_weights(counts, 0.0)  # validates the counts
+    counts = as_class_counts(class_counts)
     dtype = target.dtype if target.is_floating_point() else torch.get_default_dtype()
     b = prepare_multilabel(target.to(dtype), target, mask, name="target")
-    if counts.shape[0] != b.y.shape[1]:
-        raise ValueError(
-            f"class_counts must have one entry per label ({b.y.shape[1]}), got {counts.shape[0]}"
-        )
+    check_class_counts(counts, b.y.shape[1])
     pos = b.positives().to(b.y.dtype)
     inv = 1.0 / counts.to(device=pos.device, dtype=pos.dtype).clamp_min(1.0)
     out = [torch.ones_like(pos[:, 0])]
@@ -104,12 +105,8 @@ class HeadTailBalancedClassifier(nn.Module):
         self.norm_gamma = check_number("norm_gamma", norm_gamma, low=0.0)
         self.tail_alpha = check_number("tail_alpha", tail_alpha, low=0.0)
         self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        counts = torch.as_tensor(class_counts).to(torch.float64)
-        comic_class_weights(counts, 0.0)  # validates the counts
-        if counts.shape[0] != num_labels:
-            raise ValueError(
-                f"class_counts must have {num_labels} entries, got {tuple(counts.shape)}"
-            )
+        counts = as_class_counts(class_counts)
+        check_class_counts(counts, num_labels)
         bound = 1.0 / math.sqrt(in_features)
         # head, tail, balanced classifier weights
         self.weight = nn.Parameter(torch.empty(3, num_labels, in_features).uniform_(-bound, bound))

@@ -29,27 +29,25 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
-from losskit.multilabel._common import MultiLabelLossModule, prepare_multilabel
+from losskit.multilabel._common import Counts, prepare_multilabel
 from losskit.multilabel.comic_loss import (
-    Counts,
+    MultiFocalModifierLoss,
     check_cooccurrence,
-    check_focal,
-    comic_class_weights,
     reduce_modifier,
 )
 from losskit.multilabel.label_corrector import ReflectiveCorrectorLoss
 
 
-class COMICLoss(MultiLabelLossModule):
+class COMICLoss(MultiFocalModifierLoss):
     """The COMIC objective for one head; call :meth:`set_epoch` before every epoch (from 0).
 
-    Buffers: ``class_weights`` and (with a prior) ``cooccurrence``; the corrector is the
-    submodule ``corrector`` (:class:`ReflectiveCorrectorLoss`, with its own state)."""
+    Buffers: ``class_weights`` (set up as in :class:`MultiFocalModifierLoss`) and (with a
+    prior) ``cooccurrence``; the corrector is the submodule ``corrector``
+    (:class:`ReflectiveCorrectorLoss`, with its own state)."""
 
     def __init__(
         self,
@@ -70,15 +68,20 @@ class COMICLoss(MultiLabelLossModule):
         detach_focal: bool = True,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(None, reduction)
-        self.gammas = check_focal(gamma_pos, gamma_neg, clip)
+        super().__init__(
+            class_counts,
+            gamma_pos=gamma_pos,
+            gamma_neg=gamma_neg,
+            clip=clip,
+            weight_power=weight_power,
+            detach_focal=detach_focal,
+            reduction=reduction,
+        )
         self.boost = check_number("cooccurrence_boost", cooccurrence_boost, low=0.0, low_open=True)
         self.corrector_weight = check_number(
             "corrector_weight", corrector_weight, low=0.0, high=math.inf, high_open=True
         )
-        self.detach_focal = bool(detach_focal)
-        w = comic_class_weights(class_counts, weight_power)
-        self.register_buffer("class_weights", w.to(torch.get_default_dtype()))
+        w = self.class_weights
         check_cooccurrence(label_cooccurrence, w.shape[0])
         cooc = None if label_cooccurrence is None else label_cooccurrence.to(w.dtype)
         self.register_buffer("cooccurrence", cooc)

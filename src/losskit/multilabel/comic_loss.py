@@ -39,7 +39,6 @@ Differences from the code, all documented choices:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,14 +47,15 @@ from torch import Tensor
 from losskit._core.checks import check_finite, check_number, checks_enabled
 from losskit._core.registry import register
 from losskit.multilabel._common import (
+    Counts,
     MLBatch,
     MultiLabelLossModule,
-    check_label_vector,
+    as_class_counts,
+    check_class_counts,
     prepare_multilabel,
     reduce_entries,
 )
 
-Counts = Tensor | Sequence[float]
 _PRIOR_FLOOR = 1e-8  # the clamp of the reference on the positive probability
 
 
@@ -64,17 +64,7 @@ def comic_class_weights(class_counts: Counts, power: float) -> Tensor:
 
     Keeps the dtype of a floating tensor (float64 otherwise) and its device."""
     pw = check_number("weight_power", power, low=0.0, high=math.inf, high_open=True)
-    try:
-        n = torch.as_tensor(class_counts)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"class_counts must be a 1-D tensor of counts, got {class_counts!r}"
-        ) from None
-    n = n if n.is_floating_point() else n.to(torch.float64)
-    if n.ndim != 1 or n.numel() == 0:
-        raise ValueError(f"class_counts must be a non-empty 1-D tensor, got shape {tuple(n.shape)}")
-    check_label_vector(n, n.shape[0], "class_counts")
-    n = n.clamp_min(1.0)
+    n = as_class_counts(class_counts).clamp_min(1.0)
     return (1.0 - torch.log(n / n.max())) ** pw
 
 
@@ -109,15 +99,15 @@ def modifier_entries(
     x: Tensor,
     y: Tensor,
     class_weight: Tensor,
+    gammas: tuple[float, float, float],
     *,
-    gamma_pos: float,
-    gamma_neg: float,
-    clip: float,
     prior: Tensor | None = None,
     boost: float = 1.2,
     detach_focal: bool = True,
 ) -> Tensor:
-    """Per-entry multi-focal modifier losses ``[N, L]`` for computed-dtype ``x`` and 0/1 ``y``."""
+    """Per-entry multi-focal modifier losses ``[N, L]`` for computed-dtype ``x`` and 0/1 ``y``,
+    with ``class_weight[L]`` (any device) and ``gammas`` from :func:`check_focal`."""
+    gamma_pos, gamma_neg, clip = gammas
     pos = y > 0.5
     log_pos = F.logsigmoid(x)
     if clip > 0:
@@ -128,7 +118,7 @@ def modifier_entries(
         log_pos = log_pos + torch.log1p(-prior).clamp_min(math.log(_PRIOR_FLOOR))
         boosted = (log_neg + math.log(boost)).clamp_max(0.0)
         log_neg = torch.where(prior > 0, boosted, log_neg)
-    w = class_weight.to(x.dtype)
+    w = class_weight.to(device=x.device, dtype=x.dtype)
     log_pt = torch.where(pos, log_pos, log_neg)
     loss = -w * log_pt
     if gamma_pos > 0 or gamma_neg > 0:
@@ -164,27 +154,13 @@ def reduce_modifier(
     detach_focal: bool,
     reduction: str,
 ) -> Tensor:
-    num_labels = b.x.shape[1]
-    if class_weight.shape[0] != num_labels:
-        raise ValueError(
-            f"class_counts must have one entry per label ({num_labels}), "
-            f"got {class_weight.shape[0]}"
-        )
-    check_cooccurrence(cooc, num_labels)
+    check_class_counts(class_weight, b.x.shape[1])
+    check_cooccurrence(cooc, b.x.shape[1])
     prior = None
     if cooc is not None:
         prior = cooccurrence_prior(b.positives().to(b.x.dtype), cooc.to(b.x.device))
-    g_pos, g_neg, clip = gammas
     entry = modifier_entries(
-        b.x,
-        b.y,
-        class_weight.to(b.x.device),
-        gamma_pos=g_pos,
-        gamma_neg=g_neg,
-        clip=clip,
-        prior=prior,
-        boost=boost,
-        detach_focal=detach_focal,
+        b.x, b.y, class_weight, gammas, prior=prior, boost=boost, detach_focal=detach_focal
     )
     return reduce_entries(entry, b, reduction)
 

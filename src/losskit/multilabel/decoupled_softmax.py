@@ -38,6 +38,8 @@ gathered across processes (the code shards labels over GPUs).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -136,8 +138,10 @@ def decoupled_softmax_loss(
     return finish_rows(per_sample, count, b, reduction)
 
 
-class DecoupledSoftmaxLoss(MultiLabelLossModule):
-    """Module form of :func:`decoupled_softmax_loss` (``generator`` seeds the sampling)."""
+class PositiveSamplingLoss(MultiLabelLossModule):
+    """Base of the module forms of the losses that can sample the positives (decoupled
+    softmax, soft top-k): it validates and keeps ``sample_positives``, ``generator`` (seeds
+    the sampling) and ``empty``."""
 
     def __init__(
         self,
@@ -154,16 +158,21 @@ class DecoupledSoftmaxLoss(MultiLabelLossModule):
         self.generator = generator
         self.empty = empty
 
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments shared with the functional form."""
+        return {
+            "sample_positives": self.sample_positives,
+            "generator": self.generator,
+            "empty": self.empty,
+            "reduction": self.reduction,
+        }
+
+
+class DecoupledSoftmaxLoss(PositiveSamplingLoss):
+    """Module form of :func:`decoupled_softmax_loss` (``generator`` seeds the sampling)."""
+
     def forward(self, scores: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return decoupled_softmax_loss(
-            scores,
-            target,
-            mask=mask,
-            sample_positives=self.sample_positives,
-            generator=self.generator,
-            empty=self.empty,
-            reduction=self.reduction,
-        )
+        return decoupled_softmax_loss(scores, target, mask=mask, **self.options())
 
 
 register(

@@ -46,6 +46,8 @@ from losskit._core.checks import check_finite, check_number, check_reduction, ch
 from losskit._core.precision import upcast
 from losskit._core.registry import register
 from losskit.multilabel._common import (
+    Counts,
+    as_class_counts,
     check_label_vector,
     finish_samples,
     prepare_multilabel,
@@ -53,18 +55,23 @@ from losskit.multilabel._common import (
 )
 
 
-def inverse_frequency_weights(class_counts: Tensor) -> Tensor:
+def inverse_frequency_weights(class_counts: Counts) -> Tensor:
     """``w_j = mean_k(n_k) / n_j`` (float32) from positive counts ``n[L]``; a count of 0 is
     taken as 1 so an unseen label gets a large but finite weight."""
-    if not isinstance(class_counts, Tensor) or class_counts.ndim != 1 or class_counts.numel() < 1:
-        raise ValueError("class_counts must be a non-empty 1-D tensor of positive counts")
-    counts = class_counts.to(torch.float64)
-    if checks_enabled():
-        check_finite("class_counts", counts)
-        if bool((counts < 0).any()):
-            raise ValueError("class_counts must be non-negative")
-    counts = counts.clamp_min(1.0)
+    counts = as_class_counts(class_counts).to(torch.float64).clamp_min(1.0)
     return (counts.mean() / counts).to(torch.float32)
+
+
+def _check_weights(
+    alpha: float, beta: float, gamma: float, temperature: float
+) -> tuple[float, float, float, float]:
+    """Validate the term weights (>= 0) and the contrastive temperature (> 0)."""
+    return (
+        check_number("alpha", alpha, low=0.0),
+        check_number("beta", beta, low=0.0),
+        check_number("gamma", gamma, low=0.0),
+        check_number("temperature", temperature, low=0.0, low_open=True),
+    )
 
 
 def label_correlation(cooccurrence: Tensor, num_samples: int) -> Tensor:
@@ -106,10 +113,7 @@ def hybrid_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """Hybrid loss (module docstring); each term is skipped when its weight is 0."""
-    a = check_number("alpha", alpha, low=0.0)
-    be = check_number("beta", beta, low=0.0)
-    g = check_number("gamma", gamma, low=0.0)
-    t = check_number("temperature", temperature, low=0.0, low_open=True)
+    a, be, g, t = _check_weights(alpha, beta, gamma, temperature)
     b = prepare_multilabel(logits, target, mask, reduction=reduction)
     n, num_labels = b.x.shape
     check_label_vector(class_weight, num_labels, "class_weight")
@@ -183,7 +187,7 @@ class HybridLoss(nn.Module):
 
     def __init__(
         self,
-        class_counts: Tensor | None = None,
+        class_counts: Counts | None = None,
         label_cooccurrence: Tensor | None = None,
         num_samples: int | None = None,
         *,
@@ -194,10 +198,9 @@ class HybridLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.alpha = check_number("alpha", alpha, low=0.0)
-        self.beta = check_number("beta", beta, low=0.0)
-        self.gamma = check_number("gamma", gamma, low=0.0)
-        self.temperature = check_number("temperature", temperature, low=0.0, low_open=True)
+        self.alpha, self.beta, self.gamma, self.temperature = _check_weights(
+            alpha, beta, gamma, temperature
+        )
         self.reduction = check_reduction(reduction)
         weight = None if class_counts is None else inverse_frequency_weights(class_counts)
         if label_cooccurrence is not None and num_samples is None:

@@ -38,14 +38,16 @@ from torch import Tensor
 
 from losskit._core.checks import check_number
 from losskit.multilabel._common import (
+    Counts,
     MLBatch,
     MultiLabelLossModule,
+    as_class_counts,
+    check_class_counts,
     finish_samples,
     prepare_multilabel,
     reduce_entries,
 )
 from losskit.multilabel.comic_loss import (
-    Counts,
     check_focal,
     comic_class_weights,
     modifier_entries,
@@ -94,23 +96,9 @@ def _corrector_loss(
     detach_focal: bool,
     reduction: str,
 ) -> Tensor:
-    num_labels = b.x.shape[1]
-    if class_weight.shape[0] != num_labels:
-        raise ValueError(
-            f"class_counts must have one entry per label ({num_labels}), "
-            f"got {class_weight.shape[0]}"
-        )
+    check_class_counts(class_weight, b.x.shape[1])
     t = torch.where(recalled, torch.ones_like(b.y), b.y)
-    g_pos, g_neg, clip = gammas
-    entry = modifier_entries(
-        b.x - margin * b.y,
-        t,
-        class_weight.to(b.x.device),
-        gamma_pos=g_pos,
-        gamma_neg=g_neg,
-        clip=clip,
-        detach_focal=detach_focal,
-    )
+    entry = modifier_entries(b.x - margin * b.y, t, class_weight, gammas, detach_focal=detach_focal)
     known_pos = (t > 0.5) if b.known is None else (t > 0.5) & (b.known > 0)
     samples = (b.num_known > 0).sum()
     scale = samples.to(b.x.dtype) / known_pos.sum().clamp_min(1).to(b.x.dtype)
@@ -168,10 +156,11 @@ class ReflectiveCorrectorLoss(MultiLabelLossModule):
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"start_epoch must be a non-negative integer, got {start_epoch!r}")
         self.start_epoch = start_epoch
-        self.weight_power = check_number("weight_power", weight_power, low=0.0)
+        self.weight_power = check_number(
+            "weight_power", weight_power, low=0.0, high=math.inf, high_open=True
+        )
         self.detach_focal = bool(detach_focal)
-        counts = torch.as_tensor(class_counts).to(torch.float64)
-        comic_class_weights(counts, self.weight_power)  # validates the counts
+        counts = as_class_counts(class_counts)
         self.register_buffer("class_counts", counts.to(torch.get_default_dtype()))
         self.register_buffer("recalled_counts", torch.zeros_like(self.class_counts))
         self.epoch = 0

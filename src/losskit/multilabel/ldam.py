@@ -19,35 +19,25 @@ and a sigmoid BCE per label instead of a softmax cross-entropy over classes. Unk
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
 from losskit._core.checks import check_number
 from losskit._core.registry import register
 from losskit.multilabel._common import (
+    Counts,
     MultiLabelLossModule,
-    check_label_vector,
+    as_class_counts,
+    check_class_counts,
     prepare_multilabel,
 )
 from losskit.multilabel.bce import binary_cross_entropy
-
-Counts = Tensor | Sequence[float]
 
 
 def multilabel_ldam_margins(class_counts: Counts, C: float = 3.0) -> Tensor:
     """Per-label margins ``C / max(n_j, 1)^{1/4}`` (float64 ``[L]``)."""
     c = check_number("C", C, low=0.0)
-    try:
-        n = torch.as_tensor(class_counts).to(torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"class_counts must be a 1-D tensor of counts, got {class_counts!r}"
-        ) from None
-    if n.ndim != 1 or n.numel() == 0:
-        raise ValueError(f"class_counts must be a non-empty 1-D tensor, got shape {tuple(n.shape)}")
-    check_label_vector(n, n.shape[0], "class_counts")
+    n = as_class_counts(class_counts).to(torch.float64)
     return c / n.clamp_min(1.0) ** 0.25
 
 
@@ -60,10 +50,7 @@ def _ldam(
     reduction: str,
 ) -> Tensor:
     b = prepare_multilabel(logits, target, mask, reduction=reduction)
-    if margins.shape[0] != b.x.shape[1]:
-        raise ValueError(
-            f"class_counts must have one entry per label ({b.x.shape[1]}), got {margins.shape[0]}"
-        )
+    check_class_counts(margins, b.x.shape[1])
     shifted = b.x - b.y * margins.to(device=b.x.device, dtype=b.x.dtype)
     out = binary_cross_entropy(shifted, b.y, mask=mask, weight=weight, reduction=reduction)
     return out.to(b.dtype)

@@ -49,12 +49,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from losskit._core.checks import check_choice, check_number, check_scores, checks_enabled
+from losskit._core.checks import check_number, check_scores, checks_enabled
 from losskit._core.precision import upcast
 from losskit._core.registry import register
-from losskit.multilabel._common import MultiLabelLossModule, check_mask, prepare_multilabel
-from losskit.multilabel.decoupled_softmax import sample_positive_entries
-from losskit.multilabel.softmax import EMPTY, finish_rows, positive_entries, row_sums
+from losskit.multilabel._common import check_mask, prepare_multilabel
+from losskit.multilabel.decoupled_softmax import PositiveSamplingLoss, sample_positive_entries
+from losskit.multilabel.softmax import finish_rows, positive_entries, row_sums
 
 # labels out of the race: a dense mask of unknown labels and (rows, cols) of dropped positives
 Hidden = tuple[Tensor | None, tuple[Tensor, Tensor] | None]
@@ -333,7 +333,7 @@ def soft_top_k_loss(
     return finish_rows(per_row / count.clamp_min(1.0), count, b, reduction)
 
 
-class SoftTopKLoss(MultiLabelLossModule):
+class SoftTopKLoss(PositiveSamplingLoss):
     """Module form of :func:`soft_top_k_loss` (``generator`` seeds the sampling)."""
 
     def __init__(
@@ -347,12 +347,11 @@ class SoftTopKLoss(MultiLabelLossModule):
         empty: str = "error",
         reduction: str = "mean",
     ) -> None:
-        super().__init__(None, reduction)
-        self.k, self.alpha = _check_top_k(k, alpha, n_iter, math.inf)
-        check_choice("empty", empty, EMPTY)
-        check_choice("sample_positives", sample_positives, (True, False))
-        self.n_iter, self.sample_positives = n_iter, sample_positives
-        self.generator, self.empty = generator, empty
+        k, alpha = _check_top_k(k, alpha, n_iter, math.inf)
+        super().__init__(
+            sample_positives=sample_positives, generator=generator, empty=empty, reduction=reduction
+        )
+        self.k, self.alpha, self.n_iter = k, alpha, n_iter
 
     def forward(self, scores: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         return soft_top_k_loss(
@@ -362,10 +361,7 @@ class SoftTopKLoss(MultiLabelLossModule):
             alpha=self.alpha,
             n_iter=self.n_iter,
             mask=mask,
-            sample_positives=self.sample_positives,
-            generator=self.generator,
-            empty=self.empty,
-            reduction=self.reduction,
+            **self.options(),
         )
 
 
