@@ -1,6 +1,6 @@
 """``losskit arena``: run a sweep into ``OUT/arena.sqlite`` and write the report.
 
-losskit arena [--suite quick|standard|multilabel|extreme|extreme_quick] [--datasets ..]
+losskit arena [--suite quick|standard|multilabel|distill|extreme|extreme_quick] [--datasets ..]
               [--scenarios ..] [--objectives ..] [--seeds N] [--epochs N] [--workers N]
               [--backend local|ray] [--out DIR]
 losskit arena --list
@@ -33,7 +33,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--datasets", nargs="+", help="override the suite's datasets")
     p.add_argument("--scenarios", nargs="+", help="override the suite's scenarios")
     p.add_argument("--objectives", nargs="+", help="specs such as comp_sum:tau=1.5")
-    p.add_argument("--model", choices=("linear", "mlp", "cnn"), help="override the model")
+    p.add_argument(
+        "--model",
+        choices=("linear", "mlp", "cnn", "mlp_small", "cnn_small"),
+        help="override the model",
+    )
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--workers", type=int, default=1)
@@ -55,7 +59,8 @@ def _list() -> int:
         print(f"suite {s.name}: {s.seeds} seeds")
         for t in s.tracks:
             print(
-                f"  {t.dataset} ({t.model}, {t.epochs} epochs): scenarios "
+                f"  {t.dataset} ({t.model}, {t.epochs} epochs"
+                f"{', teacher ' + t.teacher if t.teacher else ''}): scenarios "
                 f"{', '.join(t.scenarios)}; objectives {', '.join(t.objectives)}"
             )
     for name in list_datasets():
@@ -66,6 +71,9 @@ def _list() -> int:
     print("multi-label scenarios: " + ", ".join(list_multilabel_scenarios()))
     losses = [e.name for e in losskit.catalog(kind="loss", family="multilabel")]
     print("multi-label objectives: " + ", ".join(losses))
+    from losskit.arena.distill_objectives import ADAPTERS
+
+    print("distillation objectives: " + ", ".join(ADAPTERS))
     print("extreme batching: random:all, random:inbatch, ngame:inbatch[:cluster=C,refresh=R]")
     return 0
 
@@ -109,6 +117,10 @@ def build_trials(suite: Suite, data_dir: str | None) -> list:
         for scenario in track.scenarios:
             for spec in track.objectives:
                 name, params = parse_objective(spec)
+                if track.teacher:  # imports the objective's module, checks the teacher
+                    from losskit.arena.distill_trial import check_distill_objective
+
+                    check_distill_objective(name, track.teacher)
                 entry = losskit.get(name)  # unknown names fail before any training
                 if family is not None and entry.family != family:
                     raise ValueError(
@@ -127,6 +139,7 @@ def build_trials(suite: Suite, data_dir: str | None) -> list:
                             epochs=track.epochs,
                             batch_size=track.batch_size,
                             lr=track.lr,
+                            teacher=track.teacher,
                         )
                     )
     return trials

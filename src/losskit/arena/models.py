@@ -1,13 +1,16 @@
 """The arena's models and their input standardisation.
 
-Three models, small enough for a CPU:
+Five models, small enough for a CPU:
 
 - ``"linear"``: a linear probe ``x -> W x + b`` on features (images are flattened).
 - ``"mlp"``: two hidden layers of 256 ReLU units.
+- ``"mlp_small"``: one hidden layer of 32 ReLU units (the distillation track's student).
 - ``"cnn"``: for 32x32x3 ``uint8`` images; three 3x3 conv blocks (32, 32, 64 channels, batch
   norm, ReLU; 2x2 max-pooling after the first two), global average pooling and a linear head
   (about 28k parameters, 4.4M multiply-adds per image, the widths of the classic
   "CIFAR-10 quick" net). It runs in channels-last memory format, faster on CPUs.
+- ``"cnn_small"``: the same with 16, 16, 32 channels (about 7.8k parameters, 1.2M
+  multiply-adds per image), the distillation track's CIFAR-10 student.
 
 :class:`Standardizer` holds the training statistics: per-feature mean and standard deviation
 for feature matrices ``[N, D]``, per-channel ones for images ``[N, 32, 32, 3]``. It converts
@@ -22,9 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-MODELS = ("linear", "mlp", "cnn")
+MODELS = ("linear", "mlp", "cnn", "mlp_small", "cnn_small")
 MLP_HIDDEN = 256
+MLP_SMALL_HIDDEN = 32
 CNN_CHANNELS = (32, 32, 64)
+CNN_SMALL_CHANNELS = (16, 16, 32)
 IMAGE_SHAPE = (32, 32, 3)
 
 
@@ -100,16 +105,24 @@ def build_model(kind: str, x_example: np.ndarray, num_classes: int) -> nn.Module
         raise ValueError(f"model must be one of {MODELS}, got {kind!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if kind == "cnn":
+    if kind in ("cnn", "cnn_small"):
         if not is_image(x_example):
             raise ValueError(
-                f"model 'cnn' needs uint8 images [N, 32, 32, 3], got {x_example.dtype} "
+                f"model {kind!r} needs uint8 images [N, 32, 32, 3], got {x_example.dtype} "
                 f"{x_example.shape}"
             )
-        return SmallCNN(num_classes).to(memory_format=torch.channels_last)
+        channels = CNN_CHANNELS if kind == "cnn" else CNN_SMALL_CHANNELS
+        return SmallCNN(num_classes, channels).to(memory_format=torch.channels_last)
     dim = int(np.prod(x_example.shape[1:]))
     if kind == "linear":
         return nn.Sequential(nn.Flatten(), nn.Linear(dim, num_classes))
+    if kind == "mlp_small":
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(dim, MLP_SMALL_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(MLP_SMALL_HIDDEN, num_classes),
+        )
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(dim, MLP_HIDDEN),

@@ -11,6 +11,8 @@ from typing import Any
 
 from losskit.arena import plots
 from losskit.arena.claims import claims_markdown
+from losskit.arena.distill_report import NOTE as DISTILL_NOTE
+from losskit.arena.distill_report import distill_label, distill_sections
 from losskit.arena.leaderboard import (
     extreme_label,
     extreme_table,
@@ -74,19 +76,24 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     xc = [r for r in records if task_of(r) == "extreme"]
-    records = split_models([r for r in records if task_of(r) != "extreme"])
+    distill = [r for r in records if task_of(r) == "distill"]
+    records = split_models([r for r in records if task_of(r) not in ("extreme", "distill")])
     boards = leaderboards(records)
     ver = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
     header = (
         f"Command: `{command}`\n\nVersions: {ver}\n\n"
-        f"{len(records) + len(xc)} trials. Final-epoch metrics on the clean test split, mean ± "
-        "std over seeds, in %. Ranked by accuracy, by balanced accuracy under a long tail, by "
-        "mAP for multi-label data (F1 at logit 0; head/tail mAP over the labels split into "
-        "thirds by training frequency).\n"
+        f"{len(records) + len(xc) + len(distill)} trials. Final-epoch metrics on the clean "
+        "test split, mean ± std over seeds, in %. Ranked by accuracy, by balanced accuracy "
+        "under a long tail, by mAP for multi-label data (F1 at logit 0; head/tail mAP over "
+        "the labels split into thirds by training frequency).\n"
     )
     md = ["# Arena results", "", header]
     claims = claims_markdown(
-        [*records, *({**r, "dataset": f"synthetic_xc {extreme_label(r['dataset'])}"} for r in xc)]
+        [
+            *records,
+            *({**r, "dataset": f"synthetic_xc {extreme_label(r['dataset'])}"} for r in xc),
+            *({**r, "dataset": distill_label(r)} for r in distill),
+        ]
     )
     if claims:
         md += [
@@ -109,6 +116,10 @@ def build_report(
     xc_md = extreme_table(xc)
     if xc_md:
         md += ["## Synthetic extreme classification", "", XC_NOTE, "", xc_md, ""]
+    dist = distill_sections(distill)
+    if dist:
+        md += ["## Distillation", "", DISTILL_NOTE, ""]
+        md += [line for title, table in dist for line in (f"### {title}", "", table, "")]
     (out / "results.md").write_text("\n".join(md))
     figs = _figures(records)
     parts = [
@@ -128,6 +139,10 @@ def build_report(
     if xc_md:
         parts.append(f"<h2>Synthetic extreme classification</h2><p>{html.escape(XC_NOTE)}</p>")
         parts.append(_html_table(xc_md))
+    if dist:
+        parts.append(f"<h2>Distillation</h2><p>{html.escape(DISTILL_NOTE)}</p>")
+        for title, table in dist:
+            parts += [f"<h3>{html.escape(title)}</h3>", _html_table(table)]
     for title, png in figs:
         data = base64.b64encode(png).decode()
         parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{data}'>")
@@ -136,6 +151,7 @@ def build_report(
     text = [terminal_table(b) for b in boards]
     if xc_md:
         text.append("Synthetic extreme classification (%, s/epoch in seconds)\n" + xc_md)
+    text += [f"{title}\n{table}" for title, table in dist]
     return "\n\n".join(text)
 
 

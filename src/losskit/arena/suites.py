@@ -11,6 +11,11 @@ objectives on GoEmotions, MULAN yeast and scene under partial labels (scenarios 
 extreme-classification track of :mod:`losskit.arena.extreme`, whose "dataset" is a
 ``synthetic_xc:...`` spec and whose "scenarios" are batching specs (``random:all``,
 ``random:inbatch``, ``ngame:inbatch``).
+
+``distill`` is the distillation track (:mod:`losskit.arena.distill_trial`): tracks with a
+``teacher`` spec train a teacher once per seed and students of the track's model against it
+with each objective; how each objective is combined with cross-entropy is the table of
+:mod:`losskit.arena.distill_objectives`.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Track:
     objectives: tuple[str, ...]
     batch_size: int = 128
     lr: float = 1e-3
+    teacher: str = ""  # a distillation teacher spec (losskit.arena.distill_data); "" for none
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,18 @@ class Suite:
 
 
 _CIFAR = ("cross_entropy", *NOISE_ROBUST)
+
+# Distillation (losskit.arena.distill_objectives has the CE combinations): the CE-only
+# student, Hinton KD (0.9 KD + 0.1 CE, T = 4), DKD, NKD and USKD (44), ND / KD++ (21),
+# dual-head KD (23), FerKD (27) and paper 58's soft labels alone (T = 20, no T^2).
+DISTILL_OBJECTIVES = ("cross_entropy", "kd:alpha=0.9", "dkd", "nkd", "uskd", "nd",
+                      "dual_head_kd", "ferkd", "soft_label_protocol")  # fmt: skip
+# CIFAR-10H gives probabilities only: ND and dual-head KD need a teacher's features / logits;
+# USKD uses no teacher (it runs in the CNN track). A temperature T turns human probabilities
+# into p^(1/T) renormalised, which flattens them, so KD and soft labels also run at T = 1.
+HUMAN_OBJECTIVES = ("cross_entropy", "kd:alpha=0.9", "kd:alpha=0.9,temperature=1", "dkd",
+                    "nkd", "ferkd", "soft_label_protocol",
+                    "soft_label_protocol:temperature=1")  # fmt: skip
 SUITES: dict[str, Suite] = {
     "quick": Suite(
         "quick",
@@ -134,6 +152,24 @@ SUITES: dict[str, Suite] = {
             Track(XC_100K, "linear", 3, XC_BATCHING, XC_OBJECTIVES, 256, 1e-2),
         ),
         seeds=2,
+    ),
+    "distill": Suite(
+        "distill",
+        (
+            # MLP 2x256 teacher -> MLP 1x32 student on the 8x8 digits.
+            Track("digits", "mlp_small", 40, ("clean",), DISTILL_OBJECTIVES, 64, 3e-3,
+                  teacher="mlp:epochs=30"),
+            # MLP on MiniLM embeddings -> MLP 1x32 on a hashed bag of words of the questions.
+            Track("trec6", "mlp_small", 20, ("clean",), DISTILL_OBJECTIVES, 64, 3e-3,
+                  teacher="mlp:epochs=30,student_input=bow"),
+            # The arena CNN -> a CNN with half its widths, on a 10 % subset (5,000 images).
+            Track("cifar10", "cnn_small", 12, ("subset:0.1",), DISTILL_OBJECTIVES, 128, 2e-3,
+                  teacher="cnn:epochs=15,lr=0.002"),
+            # CIFAR-10H human label distributions: train on one half of the test images,
+            # evaluate on the other (losskit.arena.distill_data.cifar10h_split).
+            Track("cifar10", "cnn_small", 12, ("clean",), HUMAN_OBJECTIVES, 128, 2e-3,
+                  teacher="cifar10h"),
+        ),
     ),
     "extreme_quick": Suite(
         "extreme_quick",
