@@ -13,7 +13,7 @@ from losskit.procedures.progressive_distillation import (
     ModelOutput,
     ProgressiveDistillation,
     Stage,
-    soft_label_loss,
+    soft_target_cross_entropy,
 )
 from tests.distillation.contract import (
     check_gradcheck,
@@ -28,7 +28,7 @@ DATA_IDS = {"general": 1, "task": 2}
 
 
 def soft(s, t, y=None, **kw):
-    return soft_label_loss(s, t, **kw)
+    return soft_target_cross_entropy(s, t, **kw)
 
 
 # --- the stage table -------------------------------------------------------------------
@@ -225,7 +225,7 @@ def slow_soft(s, t, temp):
 def test_soft_label_loss_reference_and_gradient(temp):
     s, t, _ = random_pair()
     sg = s.clone().requires_grad_(True)
-    out = soft_label_loss(sg, t, temperature=temp, reduction="none")
+    out = soft_target_cross_entropy(sg, t, temperature=temp, reduction="none")
     torch.testing.assert_close(out, slow_soft(s, t, temp))
     out.sum().backward()
     expected = (torch.softmax(s / temp, 1) - torch.softmax(t / temp, 1)) / temp
@@ -236,8 +236,8 @@ def test_soft_label_loss_reference_and_gradient(temp):
     kd = kd_loss(s, t, temperature=temp, reduction="none") / temp**2
     torch.testing.assert_close(out.detach(), kd + entropy)
     torch.testing.assert_close(
-        soft_label_loss(s, pt, teacher_probs=True, temperature=1.0),
-        soft_label_loss(s, t / temp, temperature=1.0),
+        soft_target_cross_entropy(s, pt, teacher_probs=True, temperature=1.0),
+        soft_target_cross_entropy(s, t / temp, temperature=1.0),
     )
 
 
@@ -260,7 +260,7 @@ def test_soft_label_loss_contract():
     ]
     for args, kw, name in cases:
         with pytest.raises(ValueError, match=name):
-            soft_label_loss(*args, **kw)
+            soft_target_cross_entropy(*args, **kw)
 
 
 # --- the real demonstration (slow; needs the bundled encoder and the data) -----------------

@@ -13,7 +13,7 @@ TSD    Task-Specific         fine-tuned    task data                   L_lat+L_s
 
 ``L_lat`` is :class:`~losskit.distillation.latent.LatentDistillationLoss` (hidden states through
 a learned projection, attention maps); ``L_soft = CE(softmax(z_T/t), softmax(z_S/t))``
-(:func:`soft_label_loss`, gradient ``(1/t)(softmax(z_S/t) - softmax(z_T/t))``, no ``t^2``
+(:func:`soft_target_cross_entropy`, gradient ``(1/t)(softmax(z_S/t) - softmax(z_T/t))``, no ``t^2``
 factor: that is the paper's definition, unlike Hinton's KD); ``L_hard = CE(y, softmax(z_S))``.
 Terms are summed with weight 1 (ERNIE-Tiny's weights and ``t`` were not available to check;
 ``t = 1`` is TinyBERT's choice).
@@ -92,7 +92,7 @@ class StageLog:
     epoch_losses: list[dict[str, float]] = field(default_factory=list)
 
 
-def soft_label_loss(
+def soft_target_cross_entropy(
     student_logits: Tensor,
     teacher_logits: Tensor,
     *,
@@ -135,7 +135,9 @@ class SoftTerm:
         self.temperature = check_temperature(temperature)
 
     def __call__(self, student: ModelOutput, teacher: ModelOutput, batch: Batch) -> Tensor:
-        return soft_label_loss(student.logits, teacher.logits, temperature=self.temperature)
+        return soft_target_cross_entropy(
+            student.logits, teacher.logits, temperature=self.temperature
+        )
 
 
 class HardTerm:
