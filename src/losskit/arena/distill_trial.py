@@ -48,6 +48,7 @@ from losskit.arena.trial import (
     load_cached,
     make_optimizer,
     predict,
+    take_step,
     versions,
 )
 
@@ -172,12 +173,9 @@ def run_distill_trial(
                 xb = x_pre[idx] if x_pre is not None else std(x_s[idx.numpy()])
                 tf = None if t_feat is None else t_feat[idx]
                 loss = objective(student.outputs(xb), t_out[idx], tf, target[idx])
-                if not torch.isfinite(loss):
+                if not take_step(opt, loss):
                     diverged_at = epoch
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
                 total += float(loss.detach()) * len(idx)
             sched.step()
             scores = predict(student, std, x_s_test[curve])

@@ -58,7 +58,14 @@ from losskit.arena.extreme_specs import (
     parse_batching,
     parse_extreme_dataset,
 )
-from losskit.arena.trial import Trial, TrialObjective, deterministic, make_optimizer, versions
+from losskit.arena.trial import (
+    Trial,
+    TrialObjective,
+    deterministic,
+    make_optimizer,
+    take_step,
+    versions,
+)
 
 __all__ = [
     "DualEncoder",
@@ -307,11 +314,8 @@ def _epoch(model: DualEncoder, objective: TrialObjective, opt: torch.optim.Optim
             labels, target = shortlist(pos)
             scores = model.scores(q, labels)
         loss = objective(scores, target, idx)
-        if not torch.isfinite(loss):
+        if not take_step(opt, loss):
             return None
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         total += float(loss.detach()) * len(idx)
     return total
 

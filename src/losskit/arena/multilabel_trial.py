@@ -42,6 +42,7 @@ from losskit.arena.trial import (
     load_cached,
     make_optimizer,
     predict,
+    take_step,
     versions,
 )
 from losskit.diagnostics.multilabel import (
@@ -138,12 +139,9 @@ def run_multilabel_trial(
                 extra = objective.regularizer(model, xb, logits, yb, mb)
                 if extra is not None:
                     loss = loss + extra
-                if not torch.isfinite(loss):
+                if not take_step(opt, loss):
                     diverged_at = epoch
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
                 total += float(loss.detach()) * len(idx)
             scores = predict(model, std, ds.x_test)
             finite = bool(np.isfinite(scores).all())

@@ -266,6 +266,17 @@ def deterministic(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old_threads)
 
 
+def take_step(opt: torch.optim.Optimizer, loss: Tensor) -> bool:
+    """One optimiser step on ``loss``; ``False``, without a step, when the loss is not finite
+    (the trainers then stop and record the epoch as diverged)."""
+    if not torch.isfinite(loss):
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return True
+
+
 def make_optimizer(trial: Trial, weights: list[Tensor]) -> torch.optim.Optimizer:
     """Adam, or SGD with momentum 0.9, with the trial's learning rate and weight decay."""
     if trial.optimizer == "adam":
@@ -373,12 +384,9 @@ def run_trial(
             for idx in torch.randperm(len(y), generator=gen).split(trial.batch_size):
                 xb = x_pre[idx] if x_pre is not None else std(x_train[idx.numpy()])
                 loss = objective(model(xb), y[idx], idx)
-                if not torch.isfinite(loss):
+                if not take_step(opt, loss):
                     diverged_at = epoch
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
                 total += float(loss.detach()) * len(idx)
             logits = predict(model, std, ds.x_test)
             acc = float(np.mean(logits.argmax(axis=1) == ds.y_test))
