@@ -6,6 +6,7 @@ from losskit.diagnostics.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
+from losskit.diagnostics.embedding import alignment, tolerance, uniformity
 from losskit.diagnostics.multilabel import (
     hamming_loss,
     jaccard_score,
@@ -22,6 +23,9 @@ from losskit.diagnostics.multilabel import (
 )
 
 __all__ = [
+    "alignment",
+    "tolerance",
+    "uniformity",
     "ReliabilityBins",
     "classwise_ece",
     "expected_calibration_error",
