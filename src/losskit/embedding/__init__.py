@@ -3,6 +3,20 @@ candidates), or ``query[N, D]``/``keys[M, D]`` pairs with a positive index or ma
 ``losskit.embedding._common``)."""
 
 from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
+from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
+from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from losskit.embedding.supcon import SupConLoss, supcon_loss
+from losskit.embedding.triplet import TripletMarginLoss, triplet_margin_loss
 
-__all__ = ["InfoNCELoss", "SupConLoss", "info_nce_loss", "supcon_loss"]
+__all__ = [
+    "ArcFaceHead",
+    "CosFaceHead",
+    "InfoNCELoss",
+    "MultiSimilarityLoss",
+    "SupConLoss",
+    "TripletMarginLoss",
+    "info_nce_loss",
+    "multi_similarity_loss",
+    "supcon_loss",
+    "triplet_margin_loss",
+]
