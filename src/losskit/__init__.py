@@ -12,6 +12,7 @@ from losskit import (
     mining,
     multilabel,
     procedures,
+    regression,
 )
 from losskit._core import Entry, catalog, checks_enabled, get, set_checks
 from losskit.arena import metrics as _arena_metrics  # noqa: F401  (registers the metrics)
@@ -34,5 +35,6 @@ __all__ = [
     "mining",
     "multilabel",
     "procedures",
+    "regression",
     "set_checks",
 ]
