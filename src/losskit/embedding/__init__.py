@@ -6,6 +6,7 @@ from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
 from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
 from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from losskit.embedding.supcon import SupConLoss, supcon_loss
+from losskit.embedding.tcm import TCMLoss, tcm_loss
 from losskit.embedding.triplet import TripletMarginLoss, triplet_margin_loss
 
 __all__ = [
@@ -14,9 +15,11 @@ __all__ = [
     "InfoNCELoss",
     "MultiSimilarityLoss",
     "SupConLoss",
+    "TCMLoss",
     "TripletMarginLoss",
     "info_nce_loss",
     "multi_similarity_loss",
     "supcon_loss",
+    "tcm_loss",
     "triplet_margin_loss",
 ]

@@ -1,0 +1,160 @@
+"""Threshold-consistent margin loss, TCM (Zhang et al., ICLR 2024; paper 50).
+
+A regulariser added to a base metric loss. Over the batch's cosine similarities ``s``, only
+the hard pairs count: positives with ``s <= m+`` and negatives with ``s >= m-``:
+
+``L = lambda+ * sum_{pos: s <= m+} (m+ - s) / #{pos: s <= m+}
+    + lambda- * sum_{neg: s >= m-} (s - m-) / #{neg: s >= m-}``
+
+Each term is the mean over its violators and is 0 when there are none. Defaults
+``lambda+ = lambda- = 1``, ``m+ = 0.9``, ``m- = 0.5`` (the paper's and
+pytorch-metric-learning's ``ThresholdConsistentMarginLoss``).
+
+How the batch-level normalisation maps onto the package's per-anchor reduction. Let ``A`` be
+the number of anchors with at least one positive, and ``C+``/``C-`` the number of violating
+positive/negative pairs of those anchors. Anchor ``i`` gets
+
+``l_i = lambda+ * A * sum_{p in P(i): s_ip <= m+} (m+ - s_ip) / C+
+      + lambda- * A * sum_{n in N(i): s_in >= m-} (s_in - m-) / C-``
+
+so that ``"mean"`` (over the ``A`` anchors with a positive) is exactly the batch value
+``L`` above; ``"none"`` gives ``l_i`` (a per-anchor share, ``A`` times its part of ``L``),
+and ``"sum"`` gives ``A * L``. The counts are integers and carry no gradient. Following the
+package contract, an anchor without a positive gives 0 and its pairs are left out of ``C-``.
+With the default candidates (the batch, self excluded) every pair is seen from both ends, as
+in pytorch-metric-learning, which leaves the means unchanged.
+
+Differences from pytorch-metric-learning: there, anchors without positives still contribute
+their negatives, and the similarities are taken between rows of ``embeddings`` even when
+``ref_emb`` is given; here ``ref_embeddings`` are the candidates. ``normalize=False`` uses raw
+dot products (the reference is cosine only).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from losskit._core.checks import check_number, check_reduction
+from losskit._core.reduction import reduce_loss
+from losskit._core.registry import register
+from losskit.embedding._common import PairBatch, prepare_labels
+
+_DEFAULTS = {"lambda_plus": 1.0, "lambda_minus": 1.0, "margin_plus": 0.9, "margin_minus": 0.5}
+
+
+def _check(
+    lambda_plus: float, lambda_minus: float, margin_plus: float, margin_minus: float
+) -> tuple[float, float, float, float]:
+    return (
+        check_number("lambda_plus", lambda_plus, low=0.0),
+        check_number("lambda_minus", lambda_minus, low=0.0),
+        check_number("margin_plus", margin_plus),
+        check_number("margin_minus", margin_minus),
+    )
+
+
+def _parts(
+    b: PairBatch, lambda_plus: float, lambda_minus: float, margin_plus: float, margin_minus: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-anchor positive and negative parts (batch-normalised, times ``A``) and ``has_pos``."""
+    s, pos = b.sim, b.pos
+    has_pos = pos.any(dim=1, keepdim=True)
+    neg = ~pos if b.valid is None else ~pos & b.valid
+    hard_pos = pos & (s <= margin_plus)
+    hard_neg = neg & has_pos & (s >= margin_minus)
+    zero = s.new_zeros(())
+    a = has_pos.sum().to(s.dtype)
+    c_pos = hard_pos.sum().clamp_min(1).to(s.dtype)
+    c_neg = hard_neg.sum().clamp_min(1).to(s.dtype)
+    pos_part = (margin_plus - s).where(hard_pos, zero).sum(dim=1) * (lambda_plus * a / c_pos)
+    neg_part = (s - margin_minus).where(hard_neg, zero).sum(dim=1) * (lambda_minus * a / c_neg)
+    return pos_part, neg_part, has_pos.squeeze(1)
+
+
+def tcm_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    lambda_plus: float = 1.0,
+    lambda_minus: float = 1.0,
+    margin_plus: float = 0.9,
+    margin_minus: float = 0.5,
+    normalize: bool = True,
+    reduction: str = "mean",
+) -> Tensor:
+    """TCM regulariser of ``embeddings[N, D]`` with integer ``labels[N]`` against
+    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded).
+    ``"mean"`` is the paper's batch value; see the module docstring for ``"none"``/``"sum"``."""
+    hp = _check(lambda_plus, lambda_minus, margin_plus, margin_minus)
+    b = prepare_labels(
+        embeddings, labels, ref_embeddings, ref_labels, normalize=normalize, reduction=reduction
+    )
+    pos_part, neg_part, has_pos = _parts(b, *hp)
+    per_anchor = pos_part + neg_part
+    if reduction == "mean":
+        out = reduce_loss(per_anchor, "sum") / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
+    else:
+        out = reduce_loss(per_anchor, reduction)
+    return out.to(b.dtype)
+
+
+class TCMLoss(nn.Module):
+    """Module form of :func:`tcm_loss`."""
+
+    def __init__(
+        self,
+        lambda_plus: float = 1.0,
+        lambda_minus: float = 1.0,
+        margin_plus: float = 0.9,
+        margin_minus: float = 0.5,
+        *,
+        normalize: bool = True,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.lambda_plus, self.lambda_minus, self.margin_plus, self.margin_minus = _check(
+            lambda_plus, lambda_minus, margin_plus, margin_minus
+        )
+        self.normalize = bool(normalize)
+        self.reduction = check_reduction(reduction)
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        return tcm_loss(
+            embeddings,
+            labels,
+            ref_embeddings=ref_embeddings,
+            ref_labels=ref_labels,
+            lambda_plus=self.lambda_plus,
+            lambda_minus=self.lambda_minus,
+            margin_plus=self.margin_plus,
+            margin_minus=self.margin_minus,
+            normalize=self.normalize,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"lambda_plus={self.lambda_plus}, lambda_minus={self.lambda_minus}, "
+            f"margin_plus={self.margin_plus}, margin_minus={self.margin_minus}, "
+            f"normalize={self.normalize}, reduction={self.reduction!r}"
+        )
+
+
+register(
+    "tcm",
+    kind="loss",
+    family="embedding",
+    papers=(50,),
+    summary="Threshold-consistent margin: hinge on hard positive/negative cosine similarities.",
+    defaults={**_DEFAULTS, "normalize": True},
+    function=tcm_loss,
+    module=TCMLoss,
+)
