@@ -2,6 +2,11 @@
 candidates), or ``query[N, D]``/``keys[M, D]`` pairs with a positive index or mask (see
 ``losskit.embedding._common``)."""
 
+from losskit.embedding.focal_info_nce import (
+    FocalInfoNCELoss,
+    focal_info_nce_loss,
+    mix_hard_negatives,
+)
 from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
 from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
 from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
@@ -10,6 +15,9 @@ from losskit.embedding.tcm import TCMLoss, tcm_loss
 from losskit.embedding.triplet import TripletMarginLoss, triplet_margin_loss
 
 __all__ = [
+    "FocalInfoNCELoss",
+    "focal_info_nce_loss",
+    "mix_hard_negatives",
     "ArcFaceHead",
     "CosFaceHead",
     "InfoNCELoss",
