@@ -14,11 +14,13 @@ import losskit.distributed as ld
 from losskit.distributed import gather_with_grad
 from losskit.embedding.info_nce import info_nce_loss
 from losskit.embedding.supcon import supcon_loss
+from losskit.embedding.tcm import tcm_loss
 
 WORLD = 2
 N, D = 8, 5  # global batch; each rank holds N // WORLD rows
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3])
 UNEVEN = [3, 5]  # rows per rank for the uneven gather
+TCM_MARGINS = {"margin_plus": 0.5, "margin_minus": 0.0}  # hard pairs on both sides
 
 
 def _data():
@@ -68,6 +70,21 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             )
             loss.backward()
             res[f"supcon_{reduction}"] = (loss.detach(), e_loc.grad, ref_y)
+
+        # TCM: batch-level counts summed over ranks (sync_counts)
+        for reduction in ("mean", "sum", "none"):
+            e_loc = e[sl].clone().requires_grad_()
+            loss = tcm_loss(
+                e_loc,
+                LABELS[sl],
+                ref_embeddings=gather_with_grad(e_loc),
+                ref_labels=gather_with_grad(LABELS[sl]),
+                reduction=reduction,
+                sync_counts=True,
+                **TCM_MARGINS,
+            )
+            loss.sum().backward()
+            res[f"tcm_{reduction}"] = (loss.detach(), e_loc.grad)
 
         # uneven row counts: order and gradient routing
         start = sum(UNEVEN[:rank])
@@ -135,6 +152,42 @@ def test_supcon_matches_single_process(ranks, reduction):
     torch.testing.assert_close(losses.sum() / scale, ref.detach())
     for r, sl in enumerate(_slices()):
         torch.testing.assert_close(ranks[r][key][1], scale * e1.grad[sl])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_tcm_matches_single_process(ranks, reduction):
+    _, _, e, _ = _data()
+    e1 = e.clone().requires_grad_()
+    ref = tcm_loss(
+        e1, LABELS, ref_embeddings=e1, ref_labels=LABELS, reduction=reduction, **TCM_MARGINS
+    )
+    ref.sum().backward()
+    key = f"tcm_{reduction}"
+    assert float(ref.detach().sum()) > 0  # both kinds of hard pair are present
+    if reduction == "none":
+        losses = torch.cat([ranks[r][key][0] for r in range(WORLD)])
+        torch.testing.assert_close(losses, ref.detach())
+        scale = 1
+    else:
+        losses = torch.stack([ranks[r][key][0] for r in range(WORLD)])
+        scale = WORLD if reduction == "mean" else 1
+        torch.testing.assert_close(losses.sum() / scale, ref.detach())
+    for r, sl in enumerate(_slices()):
+        torch.testing.assert_close(ranks[r][key][1], scale * e1.grad[sl])
+
+
+def test_tcm_unsynced_counts_differ_from_single_process(ranks):
+    """Without sync_counts each rank normalises by its own counts: not the batch value."""
+    _, _, e, _ = _data()
+    ref = tcm_loss(e, LABELS, ref_embeddings=e, ref_labels=LABELS, **TCM_MARGINS)
+    n = N // WORLD
+    local = [
+        tcm_loss(e[sl], LABELS[sl], ref_embeddings=e, ref_labels=LABELS, **TCM_MARGINS)
+        for sl in (slice(0, n), slice(n, N))
+    ]
+    synced = torch.stack([ranks[r]["tcm_mean"][0] for r in range(WORLD)])
+    assert not torch.allclose(torch.stack(local), synced)
+    torch.testing.assert_close(synced.mean(), ref)
 
 
 def test_identity_and_single_warning_without_process_group(monkeypatch):

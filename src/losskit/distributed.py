@@ -48,7 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["gather_with_grad"]
+__all__ = ["gather_with_grad", "sum_across_ranks", "world_size"]
 
 _warned = False
 
@@ -117,3 +117,18 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     if tensor.requires_grad:
         return _GatherWithGrad.apply(tensor)
     return _gather(tensor)[0]
+
+
+def world_size() -> int:
+    """The number of ranks of the default process group; 1 when not initialised."""
+    return dist.get_world_size() if _is_initialized() else 1
+
+
+def sum_across_ranks(tensor: Tensor) -> Tensor:
+    """The element-wise sum of ``tensor`` over all ranks, without gradient (for counts and
+    normalisers that must be global, e.g. ``tcm_loss(..., sync_counts=True)``). A detached
+    copy of ``tensor`` when not distributed."""
+    out = tensor.detach().clone()
+    if _is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out

@@ -11,6 +11,10 @@ Two forms of input:
   ``positives[N]`` (integer index of each query's positive key; default ``arange(N)``, i.e.
   ``keys[i]`` is the positive of ``query[i]``) or ``positive_mask[N, M]`` (bool).
 
+Both forms take an optional ``candidate_mask[N, M]`` (bool, e.g. from a miner in
+``losskit.mining``): candidates where it is False are removed for that anchor, as positives
+and as negatives; it is ANDed with the default self-exclusion.
+
 Similarities ``<z_i, z_a>`` (of L2-normalised vectors when ``normalize=True``) are computed
 in float32 or wider: half-precision inputs are upcast, float64 is kept; the result has the
 dtype of ``embeddings`` / ``query``.
@@ -86,6 +90,23 @@ def similarities(a: Tensor, b: Tensor, normalize: bool) -> Tensor:
     return a @ b.T
 
 
+def check_candidate_mask(mask: Tensor | None, n: int, m: int) -> Tensor | None:
+    """``None`` or a bool ``[n, m]`` tensor."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise ValueError("candidate_mask must be a bool tensor")
+    if tuple(mask.shape) != (n, m):
+        raise ValueError(f"candidate_mask must have shape {(n, m)}, got {tuple(mask.shape)}")
+    return mask
+
+
+def _and(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a & b
+
+
 def prepare_labels(
     embeddings: Tensor,
     labels: Tensor,
@@ -94,6 +115,7 @@ def prepare_labels(
     *,
     normalize: bool,
     reduction: str,
+    candidate_mask: Tensor | None = None,
 ) -> PairBatch:
     """Validate the label-based contract; positives share the anchor's label."""
     check_reduction(reduction)
@@ -110,6 +132,7 @@ def prepare_labels(
     else:
         check_embeddings(ref_embeddings, "ref_embeddings", d)
         check_labels(ref_labels, ref_embeddings.shape[0], "ref_labels")
+    valid = _and(valid, check_candidate_mask(candidate_mask, n, ref_embeddings.shape[0]))
     pos = labels[:, None] == ref_labels[None, :]
     if valid is not None:
         pos = pos & valid
@@ -126,6 +149,7 @@ def prepare_pairs(
     *,
     normalize: bool,
     reduction: str,
+    candidate_mask: Tensor | None = None,
 ) -> PairBatch:
     """Validate the pair-based contract; ``positives[N]`` index or ``positive_mask[N, M]``."""
     check_reduction(reduction)
@@ -156,7 +180,10 @@ def prepare_pairs(
             raise ValueError(f"positives must index keys in [0, {m})")
         pos = torch.zeros(n, m, dtype=torch.bool, device=query.device)
         pos[torch.arange(n, device=query.device), positives] = True
-    return PairBatch(similarities(query, keys, normalize), pos, None, query.dtype)
+    valid = check_candidate_mask(candidate_mask, n, m)
+    if valid is not None:
+        pos = pos & valid
+    return PairBatch(similarities(query, keys, normalize), pos, valid, query.dtype)
 
 
 def multi_positive_nll(b: PairBatch, temperature: float, reduction: str) -> Tensor:

@@ -36,12 +36,20 @@ def info_nce_loss(
     temperature: float = 0.07,
     normalize: bool = True,
     reduction: str = "mean",
+    candidate_mask: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE of ``query[N, D]`` against ``keys[M, D]``; ``positives[N]`` indexes each
-    query's positive key (default ``arange(N)``), or ``positive_mask[N, M]`` marks them."""
+    query's positive key (default ``arange(N)``), or ``positive_mask[N, M]`` marks them.
+    ``candidate_mask[N, M]`` (bool) removes keys from a query's candidates."""
     t = check_temperature(temperature)
     b = prepare_pairs(
-        query, keys, positives, positive_mask, normalize=normalize, reduction=reduction
+        query,
+        keys,
+        positives,
+        positive_mask,
+        normalize=normalize,
+        reduction=reduction,
+        candidate_mask=candidate_mask,
     )
     return multi_positive_nll(b, t, reduction)
 
@@ -60,6 +68,7 @@ class InfoNCELoss(EmbeddingLossModule):
         keys: Tensor,
         positives: Tensor | None = None,
         positive_mask: Tensor | None = None,
+        candidate_mask: Tensor | None = None,
     ) -> Tensor:
         return info_nce_loss(
             query,
@@ -69,6 +78,7 @@ class InfoNCELoss(EmbeddingLossModule):
             temperature=self.temperature,
             normalize=self.normalize,
             reduction=self.reduction,
+            candidate_mask=candidate_mask,
         )
 
 

@@ -75,12 +75,20 @@ def multi_similarity_loss(
     epsilon: float = 0.1,
     normalize: bool = True,
     reduction: str = "mean",
+    candidate_mask: Tensor | None = None,
 ) -> Tensor:
     """Multi-similarity loss of ``embeddings[N, D]`` with integer ``labels[N]`` against
-    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded)."""
+    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded);
+    ``candidate_mask[N, M]`` (bool, e.g. from a miner) removes candidates per anchor."""
     hp = _check(alpha, beta, base, epsilon)
     b = prepare_labels(
-        embeddings, labels, ref_embeddings, ref_labels, normalize=normalize, reduction=reduction
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        normalize=normalize,
+        reduction=reduction,
+        candidate_mask=candidate_mask,
     )
     pos_part, neg_part = _parts(b, *hp)
     per_anchor = pos_part + neg_part
@@ -116,6 +124,7 @@ class MultiSimilarityLoss(nn.Module):
         labels: Tensor,
         ref_embeddings: Tensor | None = None,
         ref_labels: Tensor | None = None,
+        candidate_mask: Tensor | None = None,
     ) -> Tensor:
         return multi_similarity_loss(
             embeddings,
@@ -128,6 +137,7 @@ class MultiSimilarityLoss(nn.Module):
             epsilon=self.epsilon,
             normalize=self.normalize,
             reduction=self.reduction,
+            candidate_mask=candidate_mask,
         )
 
     def extra_repr(self) -> str:

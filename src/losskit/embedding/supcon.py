@@ -34,12 +34,20 @@ def supcon_loss(
     temperature: float = 0.1,
     normalize: bool = True,
     reduction: str = "mean",
+    candidate_mask: Tensor | None = None,
 ) -> Tensor:
     """SupCon (L_out) of ``embeddings[N, D]`` with integer ``labels[N]`` against
-    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded)."""
+    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded);
+    ``candidate_mask[N, M]`` (bool, e.g. from a miner) removes candidates per anchor."""
     t = check_temperature(temperature)
     b = prepare_labels(
-        embeddings, labels, ref_embeddings, ref_labels, normalize=normalize, reduction=reduction
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        normalize=normalize,
+        reduction=reduction,
+        candidate_mask=candidate_mask,
     )
     return multi_positive_nll(b, t, reduction)
 
@@ -58,6 +66,7 @@ class SupConLoss(EmbeddingLossModule):
         labels: Tensor,
         ref_embeddings: Tensor | None = None,
         ref_labels: Tensor | None = None,
+        candidate_mask: Tensor | None = None,
     ) -> Tensor:
         return supcon_loss(
             embeddings,
@@ -67,6 +76,7 @@ class SupConLoss(EmbeddingLossModule):
             temperature=self.temperature,
             normalize=self.normalize,
             reduction=self.reduction,
+            candidate_mask=candidate_mask,
         )
 
 

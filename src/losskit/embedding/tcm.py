@@ -24,6 +24,13 @@ package contract, an anchor without a positive gives 0 and its pairs are left ou
 With the default candidates (the batch, self excluded) every pair is seen from both ends, as
 in pytorch-metric-learning, which leaves the means unchanged.
 
+Across ranks (anchors local, candidates from ``losskit.distributed.gather_with_grad``), ``A``,
+``C+`` and ``C-`` are batch-level counts: ``sync_counts=True`` sums them over the ranks, so
+``"none"``/``"sum"`` give exactly the single-process per-anchor shares / their local sum, and
+``"mean"`` returns ``W * sum_{local i} l_i / A``, whose average over the ``W`` ranks is the
+single-process batch value (the ``W``-fold gradient convention of InfoNCE and SupCon). Without
+an initialised process group ``sync_counts`` changes nothing.
+
 Differences from pytorch-metric-learning: there, anchors without positives still contribute
 their negatives, and the similarities are taken between rows of ``embeddings`` even when
 ``ref_emb`` is given; here ``ref_embeddings`` are the candidates. ``normalize=False`` uses raw
@@ -32,11 +39,13 @@ dot products (the reference is cosine only).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from losskit._core.checks import check_number, check_reduction
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
+from losskit.distributed import sum_across_ranks, world_size
 from losskit.embedding._common import PairBatch, prepare_labels
 
 _DEFAULTS = {"lambda_plus": 1.0, "lambda_minus": 1.0, "margin_plus": 0.9, "margin_minus": 0.5}
@@ -54,21 +63,28 @@ def _check(
 
 
 def _parts(
-    b: PairBatch, lambda_plus: float, lambda_minus: float, margin_plus: float, margin_minus: float
+    b: PairBatch,
+    lambda_plus: float,
+    lambda_minus: float,
+    margin_plus: float,
+    margin_minus: float,
+    sync: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-anchor positive and negative parts (batch-normalised, times ``A``) and ``has_pos``."""
+    """Per-anchor positive and negative parts (batch-normalised, times ``A``) and ``A``;
+    ``sync`` sums the counts over ranks."""
     s, pos = b.sim, b.pos
     has_pos = pos.any(dim=1, keepdim=True)
     neg = ~pos if b.valid is None else ~pos & b.valid
     hard_pos = pos & (s <= margin_plus)
     hard_neg = neg & has_pos & (s >= margin_minus)
     zero = s.new_zeros(())
-    a = has_pos.sum().to(s.dtype)
-    c_pos = hard_pos.sum().clamp_min(1).to(s.dtype)
-    c_neg = hard_neg.sum().clamp_min(1).to(s.dtype)
+    counts = torch.stack([has_pos.sum(), hard_pos.sum(), hard_neg.sum()]).to(s.dtype)
+    if sync:
+        counts = sum_across_ranks(counts)
+    a, c_pos, c_neg = counts[0], counts[1].clamp_min(1), counts[2].clamp_min(1)
     pos_part = (margin_plus - s).where(hard_pos, zero).sum(dim=1) * (lambda_plus * a / c_pos)
     neg_part = (s - margin_minus).where(hard_neg, zero).sum(dim=1) * (lambda_minus * a / c_neg)
-    return pos_part, neg_part, has_pos.squeeze(1)
+    return pos_part, neg_part, a
 
 
 def tcm_loss(
@@ -83,18 +99,28 @@ def tcm_loss(
     margin_minus: float = 0.5,
     normalize: bool = True,
     reduction: str = "mean",
+    candidate_mask: Tensor | None = None,
+    sync_counts: bool = False,
 ) -> Tensor:
     """TCM regulariser of ``embeddings[N, D]`` with integer ``labels[N]`` against
-    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded).
+    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded);
+    ``candidate_mask[N, M]`` (bool, e.g. from a miner) removes candidates per anchor.
     ``"mean"`` is the paper's batch value; see the module docstring for ``"none"``/``"sum"``."""
     hp = _check(lambda_plus, lambda_minus, margin_plus, margin_minus)
     b = prepare_labels(
-        embeddings, labels, ref_embeddings, ref_labels, normalize=normalize, reduction=reduction
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        normalize=normalize,
+        reduction=reduction,
+        candidate_mask=candidate_mask,
     )
-    pos_part, neg_part, has_pos = _parts(b, *hp)
+    pos_part, neg_part, a = _parts(b, *hp, sync=bool(sync_counts))
     per_anchor = pos_part + neg_part
     if reduction == "mean":
-        out = reduce_loss(per_anchor, "sum") / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
+        scale = world_size() if sync_counts else 1
+        out = reduce_loss(per_anchor, "sum") * scale / a.clamp_min(1)
     else:
         out = reduce_loss(per_anchor, reduction)
     return out.to(b.dtype)
@@ -112,8 +138,10 @@ class TCMLoss(nn.Module):
         *,
         normalize: bool = True,
         reduction: str = "mean",
+        sync_counts: bool = False,
     ) -> None:
         super().__init__()
+        self.sync_counts = bool(sync_counts)
         self.lambda_plus, self.lambda_minus, self.margin_plus, self.margin_minus = _check(
             lambda_plus, lambda_minus, margin_plus, margin_minus
         )
@@ -126,6 +154,7 @@ class TCMLoss(nn.Module):
         labels: Tensor,
         ref_embeddings: Tensor | None = None,
         ref_labels: Tensor | None = None,
+        candidate_mask: Tensor | None = None,
     ) -> Tensor:
         return tcm_loss(
             embeddings,
@@ -138,13 +167,16 @@ class TCMLoss(nn.Module):
             margin_minus=self.margin_minus,
             normalize=self.normalize,
             reduction=self.reduction,
+            candidate_mask=candidate_mask,
+            sync_counts=self.sync_counts,
         )
 
     def extra_repr(self) -> str:
         return (
             f"lambda_plus={self.lambda_plus}, lambda_minus={self.lambda_minus}, "
             f"margin_plus={self.margin_plus}, margin_minus={self.margin_minus}, "
-            f"normalize={self.normalize}, reduction={self.reduction!r}"
+            f"normalize={self.normalize}, reduction={self.reduction!r}, "
+            f"sync_counts={self.sync_counts}"
         )
 
 

@@ -37,13 +37,21 @@ def triplet_margin_loss(
     mining: str = "all",
     normalize: bool = True,
     reduction: str = "mean",
+    candidate_mask: Tensor | None = None,
 ) -> Tensor:
     """Triplet margin loss of ``embeddings[N, D]`` with integer ``labels[N]`` against
-    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded)."""
+    ``ref_embeddings[M, D]``/``ref_labels[M]`` (default: the batch, self excluded);
+    ``candidate_mask[N, M]`` (bool, e.g. from a miner) removes candidates per anchor."""
     m = check_number("margin", margin, low=0.0)
     check_choice("mining", mining, MINING)
     b = prepare_labels(
-        embeddings, labels, ref_embeddings, ref_labels, normalize=normalize, reduction=reduction
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        normalize=normalize,
+        reduction=reduction,
+        candidate_mask=candidate_mask,
     )
     s, pos = b.sim, b.pos
     neg = ~pos if b.valid is None else ~pos & b.valid
@@ -90,6 +98,7 @@ class TripletMarginLoss(nn.Module):
         labels: Tensor,
         ref_embeddings: Tensor | None = None,
         ref_labels: Tensor | None = None,
+        candidate_mask: Tensor | None = None,
     ) -> Tensor:
         return triplet_margin_loss(
             embeddings,
@@ -100,6 +109,7 @@ class TripletMarginLoss(nn.Module):
             mining=self.mining,
             normalize=self.normalize,
             reduction=self.reduction,
+            candidate_mask=candidate_mask,
         )
 
     def extra_repr(self) -> str:
