@@ -7,14 +7,29 @@ from losskit.embedding.focal_info_nce import (
     focal_info_nce_loss,
     mix_hard_negatives,
 )
+from losskit.embedding.hyperspherical import (
+    HypersphericalSoftmaxLoss,
+    class_prototypes,
+    hyperspherical_softmax_loss,
+    predict_novel_classes,
+)
 from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
 from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
 from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from losskit.embedding.supcon import SupConLoss, supcon_loss
 from losskit.embedding.tcm import TCMLoss, tcm_loss
 from losskit.embedding.triplet import TripletMarginLoss, triplet_margin_loss
+from losskit.embedding.unpg import UNPGLoss, box_whisker_filter, unpg_loss, unpg_negatives
 
 __all__ = [
+    "HypersphericalSoftmaxLoss",
+    "class_prototypes",
+    "hyperspherical_softmax_loss",
+    "predict_novel_classes",
+    "UNPGLoss",
+    "box_whisker_filter",
+    "unpg_loss",
+    "unpg_negatives",
     "FocalInfoNCELoss",
     "focal_info_nce_loss",
     "mix_hard_negatives",
