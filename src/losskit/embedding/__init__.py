@@ -16,12 +16,21 @@ from losskit.embedding.hyperspherical import (
 from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
 from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
 from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
+from losskit.embedding.soft_label_contrastive import (
+    SoftLabelContrastiveLoss,
+    soft_label_contrastive_loss,
+)
 from losskit.embedding.supcon import SupConLoss, supcon_loss
 from losskit.embedding.tcm import TCMLoss, tcm_loss
 from losskit.embedding.triplet import TripletMarginLoss, triplet_margin_loss
+from losskit.embedding.unime import UniMELoss, unime_loss
 from losskit.embedding.unpg import UNPGLoss, box_whisker_filter, unpg_loss, unpg_negatives
 
 __all__ = [
+    "SoftLabelContrastiveLoss",
+    "soft_label_contrastive_loss",
+    "UniMELoss",
+    "unime_loss",
     "HypersphericalSoftmaxLoss",
     "class_prototypes",
     "hyperspherical_softmax_loss",
