@@ -16,6 +16,7 @@ from losskit.embedding.hyperspherical import (
 from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
 from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
 from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
+from losskit.embedding.set_contrastive import SetSupConLoss, pool_sets, set_supcon_loss
 from losskit.embedding.soft_label_contrastive import (
     SoftLabelContrastiveLoss,
     soft_label_contrastive_loss,
@@ -27,6 +28,9 @@ from losskit.embedding.unime import UniMELoss, unime_loss
 from losskit.embedding.unpg import UNPGLoss, box_whisker_filter, unpg_loss, unpg_negatives
 
 __all__ = [
+    "SetSupConLoss",
+    "pool_sets",
+    "set_supcon_loss",
     "SoftLabelContrastiveLoss",
     "soft_label_contrastive_loss",
     "UniMELoss",

@@ -7,8 +7,18 @@ from losskit.mining.negative_filters import (
     hardest_negatives,
 )
 from losskit.mining.ngame import NGAMEBatchSampler, NGAMESchedule
+from losskit.mining.pair_miners import (
+    batch_hard_miner,
+    multi_similarity_miner,
+    semi_hard_miner,
+    threshold_miner,
+)
 
 __all__ = [
+    "batch_hard_miner",
+    "multi_similarity_miner",
+    "semi_hard_miner",
+    "threshold_miner",
     "adaptive_margin_filter",
     "false_negative_filter",
     "hardest_negatives",

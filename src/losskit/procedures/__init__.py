@@ -12,6 +12,7 @@ from losskit.procedures.active_distillation import (
     random_select,
     student_gains,
 )
+from losskit.procedures.facile import FacileResult, facile, instance_transfer, set_pretrain
 from losskit.procedures.progressive_distillation import (
     PAPER_STAGES,
     ProgressiveDistillation,
@@ -25,6 +26,10 @@ from losskit.procedures.soft_label_protocol import (
 )
 
 __all__ = [
+    "FacileResult",
+    "facile",
+    "instance_transfer",
+    "set_pretrain",
     "PAPER_STAGES",
     "ProgressiveDistillation",
     "Stage",
