@@ -2,11 +2,20 @@
 candidates), or ``query[N, D]``/``keys[M, D]`` pairs with a positive index or mask (see
 ``losskit.embedding._common``)."""
 
+from losskit.embedding.amcl import (
+    AMCLLoss,
+    MultiHeadProjection,
+    PairTemperature,
+    amcl_loss,
+    temperature_regularizer,
+)
+from losskit.embedding.diffsort import soft_sort, sorting_network
 from losskit.embedding.focal_info_nce import (
     FocalInfoNCELoss,
     focal_info_nce_loss,
     mix_hard_negatives,
 )
+from losskit.embedding.groco import GroCoLoss, groco_loss, groco_views_loss
 from losskit.embedding.hyperspherical import (
     HypersphericalSoftmaxLoss,
     class_prototypes,
@@ -28,6 +37,16 @@ from losskit.embedding.unime import UniMELoss, unime_loss
 from losskit.embedding.unpg import UNPGLoss, box_whisker_filter, unpg_loss, unpg_negatives
 
 __all__ = [
+    "AMCLLoss",
+    "MultiHeadProjection",
+    "PairTemperature",
+    "amcl_loss",
+    "temperature_regularizer",
+    "soft_sort",
+    "sorting_network",
+    "GroCoLoss",
+    "groco_loss",
+    "groco_views_loss",
     "SetSupConLoss",
     "pool_sets",
     "set_supcon_loss",
