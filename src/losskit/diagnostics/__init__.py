@@ -6,7 +6,7 @@ from losskit.diagnostics.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
-from losskit.diagnostics.embedding import alignment, tolerance, uniformity
+from losskit.diagnostics.embedding import alignment, tolerance, uniformity, utilization
 from losskit.diagnostics.multilabel import (
     hamming_loss,
     jaccard_score,
@@ -26,6 +26,7 @@ __all__ = [
     "alignment",
     "tolerance",
     "uniformity",
+    "utilization",
     "ReliabilityBins",
     "classwise_ece",
     "expected_calibration_error",

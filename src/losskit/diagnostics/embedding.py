@@ -152,6 +152,52 @@ def alignment(x: Any, y: Any, *, alpha: float = 2.0) -> float:
 
 
 _NOTE = "rows L2-normalised inside; NumPy or torch"
+
+
+def utilization(
+    test_embeddings: Any,
+    train_embeddings: Any,
+    *,
+    normalize: bool = True,
+    squared: bool = True,
+    chunk_size: int | None = None,
+) -> float:
+    """Metrix's utilization (paper 11): ``u(Q) = 1/|Q| sum_q min_x ||f(q) - f(x)||^2``, the
+    mean squared distance from each test embedding ``q`` to its nearest training embedding
+    ``x``; lower means test examples fall where training explored the space.
+
+    Rows are L2-normalised when ``normalize``; ``squared=False`` gives the plain distance
+    (the paper's exact power is not stated in the text we could read). ``chunk_size`` test
+    rows are compared with all training rows at a time (default: about 4M pairs).
+    """
+    q = _as_tensor(test_embeddings, "test_embeddings")
+    x = _as_tensor(train_embeddings, "train_embeddings")
+    for name, z in (("test_embeddings", q), ("train_embeddings", x)):
+        if z.ndim != 2 or 0 in z.shape:
+            raise ValueError(f"{name} must have shape [N, D], N, D >= 1, got {tuple(z.shape)}")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(f"{name} must be finite, got NaN or Inf values")
+    if q.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"train_embeddings must have {q.shape[1]} features like test_embeddings, "
+            f"got {x.shape[1]}"
+        )
+    if normalize:
+        q = _normalised(q, "test_embeddings", 1)
+        x = _normalised(x, "train_embeddings", 1)
+    dtype = torch.promote_types(q.dtype, x.dtype)
+    q, x = q.to(dtype), x.to(dtype)
+    rows = _chunk_rows(chunk_size, x.shape[0])
+    x_sq = x.square().sum(1)
+    nearest = torch.cat(
+        [
+            (p.square().sum(1)[:, None] + x_sq - 2.0 * p @ x.T).amin(dim=1).clamp_min(0)
+            for p in q.split(rows)
+        ]
+    ).to(torch.float64)
+    return float((nearest if squared else nearest.sqrt()).mean())
+
+
 register(
     "uniformity",
     kind="diagnostic",
@@ -177,4 +223,13 @@ register(
     summary=f"Mean ||z_i - w_i||^alpha over positive pairs (Wang & Isola); {_NOTE}.",
     defaults={"alpha": 2.0},
     function=alignment,
+)
+register(
+    "utilization",
+    kind="diagnostic",
+    family="embedding",
+    papers=(11,),
+    summary="Metrix utilization: mean squared distance from test to nearest training embedding.",
+    defaults={"normalize": True, "squared": True},
+    function=utilization,
 )

@@ -22,9 +22,27 @@ from losskit.embedding.hyperspherical import (
     hyperspherical_softmax_loss,
     predict_novel_classes,
 )
+from losskit.embedding.icnn import ICNNLoss, icnn_loss, icnn_score
 from losskit.embedding.info_nce import InfoNCELoss, info_nce_loss
 from losskit.embedding.margin_heads import ArcFaceHead, CosFaceHead
+from losskit.embedding.metrix import MetrixLoss, metrix_loss
+from losskit.embedding.metrix_mix import MetrixBatch, metrix_mix, metrix_pairs
+from losskit.embedding.mixed_targets import (
+    MixedContrastiveLoss,
+    MixedMultiSimilarityLoss,
+    MixedProxyAnchorLoss,
+    mixed_contrastive_loss,
+    mixed_multi_similarity_loss,
+    mixed_proxy_anchor_loss,
+)
 from losskit.embedding.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
+from losskit.embedding.pooling_bias import (
+    PoolingBiasLoss,
+    pooling_bias_loss,
+    pooling_bias_weights,
+)
+from losskit.embedding.proto_triplet import ProtoTripletLoss, proto_triplet_loss
+from losskit.embedding.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from losskit.embedding.set_contrastive import SetSupConLoss, pool_sets, set_supcon_loss
 from losskit.embedding.soft_label_contrastive import (
     SoftLabelContrastiveLoss,
@@ -37,6 +55,27 @@ from losskit.embedding.unime import UniMELoss, unime_loss
 from losskit.embedding.unpg import UNPGLoss, box_whisker_filter, unpg_loss, unpg_negatives
 
 __all__ = [
+    "ICNNLoss",
+    "icnn_loss",
+    "icnn_score",
+    "MetrixLoss",
+    "metrix_loss",
+    "MetrixBatch",
+    "metrix_mix",
+    "metrix_pairs",
+    "MixedContrastiveLoss",
+    "MixedMultiSimilarityLoss",
+    "MixedProxyAnchorLoss",
+    "mixed_contrastive_loss",
+    "mixed_multi_similarity_loss",
+    "mixed_proxy_anchor_loss",
+    "PoolingBiasLoss",
+    "pooling_bias_loss",
+    "pooling_bias_weights",
+    "ProtoTripletLoss",
+    "proto_triplet_loss",
+    "ProxyAnchorLoss",
+    "proxy_anchor_loss",
     "AMCLLoss",
     "MultiHeadProjection",
     "PairTemperature",
