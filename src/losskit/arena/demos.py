@@ -49,7 +49,11 @@ class DemoResult:
 Demo = Callable[..., DemoResult]
 
 # suite -> demo name -> "module:function"
-DEMO_SUITES: dict[str, dict[str, str]] = {"diagnostics": {}}
+DEMO_SUITES: dict[str, dict[str, str]] = {
+    "diagnostics": {
+        "generative_linear": "losskit.procedures.generative_linear_demo:run",
+    }
+}
 
 
 def _load(target: str) -> Demo:

@@ -7,6 +7,13 @@ from losskit.diagnostics.calibration import (
     reliability_bins,
 )
 from losskit.diagnostics.embedding import alignment, tolerance, uniformity, utilization
+from losskit.diagnostics.generative_linear import (
+    GaussianNaiveBayes,
+    NBStatistics,
+    merge_nb_statistics,
+    nb_statistics,
+)
+from losskit.diagnostics.learning_curves import LearningCurves, learning_curves, logistic_probe
 from losskit.diagnostics.multilabel import (
     hamming_loss,
     jaccard_score,
@@ -23,6 +30,13 @@ from losskit.diagnostics.multilabel import (
 )
 
 __all__ = [
+    "GaussianNaiveBayes",
+    "NBStatistics",
+    "merge_nb_statistics",
+    "nb_statistics",
+    "LearningCurves",
+    "learning_curves",
+    "logistic_probe",
     "alignment",
     "tolerance",
     "uniformity",
