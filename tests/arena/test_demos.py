@@ -59,3 +59,17 @@ def test_only_and_unknown(suite, tmp_path):
         run_demo_suite("diagnostics", tmp_path, only=["nope"])
     with pytest.raises(ValueError, match="suite must be one of"):
         run_demo_suite("nothing", tmp_path)
+
+
+def test_cli_runs_a_demo_suite_and_reports(suite, tmp_path, capsys):
+    from losskit.cli import main
+
+    out = tmp_path / "d"
+    assert (
+        main(["arena", "--suite", "diagnostics_quick", "--demos", "good", "--out", str(out)]) == 0
+    )
+    assert CALLS == [("good", 1, True)]
+    assert main(["arena", "report", "--out", str(out)]) == 0
+    assert "A good demo" in capsys.readouterr().out
+    assert main(["arena", "--list"]) == 0
+    assert "suite diagnostics" in capsys.readouterr().out

@@ -1,8 +1,10 @@
 """``losskit arena``: run a sweep into ``OUT/arena.sqlite`` and write the report.
 
-losskit arena [--suite quick|standard|multilabel|distill|extreme|extreme_quick] [--datasets ..]
+losskit arena [--suite quick|standard|multilabel|distill|extreme|extreme_quick|retrieval]
+              [--datasets ..]
               [--scenarios ..] [--objectives ..] [--seeds N] [--epochs N] [--workers N]
               [--backend local|ray] [--out DIR]
+losskit arena --suite diagnostics|diagnostics_quick [--demos NAME ..] [--seeds N] [--out DIR]
 losskit arena --list
 losskit arena report --out DIR
 """
@@ -29,7 +31,12 @@ def format_objective(name: str, params: dict[str, Any]) -> str:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("arena", help="compare objectives on real data under label scenarios")
     p.add_argument("action", nargs="?", choices=("run", "report"), default="run")
-    p.add_argument("--suite", default="quick", help=f"one of {sorted(SUITES)}")
+    p.add_argument(
+        "--suite",
+        default="quick",
+        help=f"one of {sorted(SUITES)}, or a demonstration suite: diagnostics[_quick]",
+    )
+    p.add_argument("--demos", nargs="+", help="only these demonstrations of a demo suite")
     p.add_argument("--datasets", nargs="+", help="override the suite's datasets")
     p.add_argument("--scenarios", nargs="+", help="override the suite's scenarios")
     p.add_argument("--objectives", nargs="+", help="specs such as comp_sum:tau=1.5")
@@ -53,8 +60,11 @@ def add_parser(sub: Any) -> None:
 def _list() -> int:
     import losskit
     from losskit.arena.datasets import dataset_available, list_datasets
+    from losskit.arena.demos import DEMO_SUITES
     from losskit.labels import list_multilabel_scenarios, list_scenarios
 
+    for name, demos in DEMO_SUITES.items():
+        print(f"suite {name} (and {name}_quick): demonstrations {', '.join(demos)}")
     for s in SUITES.values():
         print(f"suite {s.name}: {s.seeds} seeds")
         for t in s.tracks:
@@ -75,6 +85,15 @@ def _list() -> int:
 
     print("distillation objectives: " + ", ".join(ADAPTERS))
     print("extreme batching: random:all, random:inbatch, ngame:inbatch[:cluster=C,refresh=R]")
+    print(
+        "retrieval: datasets retrieval:<olivetti|cifar10|trec6|trec50|goemotions>"
+        "[:dim=D,train=N,query=M], scenarios all | disjoint:K; objectives: embedding losses "
+        "and classification losses (through a linear head), [base_loss=NAME,reg_weight=W]"
+    )
+    print(
+        "regression: dataset regression:housing, scenario longtail:R; objectives l1, mse, "
+        "regression losses (conr:base_loss=l1|mse,reg_weight=W,...)"
+    )
     return 0
 
 
@@ -98,35 +117,44 @@ def build_trials(suite: Suite, data_dir: str | None) -> list:
         canonical_extreme_dataset,
         is_extreme_dataset,
     )
+    from losskit.arena.retrieval_specs import is_special_track, special_track
     from losskit.arena.trial import Trial
     from losskit.labels import canonical_multilabel_scenario, canonical_scenario
 
     trials = []
     for i, track in enumerate(suite.tracks):
-        dataset, canonical, family = track.dataset, canonical_scenario, None
+        dataset, canonical, family, checker = track.dataset, canonical_scenario, None, None
+        absent: list = []
         if is_extreme_dataset(dataset):
             dataset, canonical = canonical_extreme_dataset(dataset), canonical_batching
+        elif is_special_track(dataset):  # retrieval / imbalanced regression
+            dataset, canonical, checker, absent = special_track(dataset, data_dir)
         elif not dataset_available(dataset, data_dir):
-            missing = ", ".join(str(p) for p in missing_files(dataset, data_dir))
+            absent = missing_files(dataset, data_dir)
+        elif dataset_task(dataset) == "multilabel":
+            canonical, family = canonical_multilabel_scenario, "multilabel"
+        if absent:
+            missing = ", ".join(str(p) for p in absent)
             if i == 0:
                 raise ValueError(f"dataset {dataset!r} needs missing files: {missing}")
             print(f"skipping {dataset}: missing {missing}", file=sys.stderr)
             continue
-        elif dataset_task(dataset) == "multilabel":
-            canonical, family = canonical_multilabel_scenario, "multilabel"
         for scenario in track.scenarios:
             for spec in track.objectives:
                 name, params = parse_objective(spec)
-                if track.teacher:  # imports the objective's module, checks the teacher
-                    from losskit.arena.distill_trial import check_distill_objective
+                if checker is not None:  # the track's own objective rules
+                    checker(name, params)
+                else:
+                    if track.teacher:  # imports the objective's module, checks the teacher
+                        from losskit.arena.distill_trial import check_distill_objective
 
-                    check_distill_objective(name, track.teacher)
-                entry = losskit.get(name)  # unknown names fail before any training
-                if family is not None and entry.family != family:
-                    raise ValueError(
-                        f"objective {name!r} is a {entry.family!r} {entry.kind}; dataset "
-                        f"{dataset!r} needs a {family!r} objective"
-                    )
+                        check_distill_objective(name, track.teacher)
+                    entry = losskit.get(name)  # unknown names fail before any training
+                    if family is not None and entry.family != family:
+                        raise ValueError(
+                            f"objective {name!r} is a {entry.family!r} {entry.kind}; dataset "
+                            f"{dataset!r} needs a {family!r} objective"
+                        )
                 for seed in range(suite.seeds):
                     trials.append(
                         Trial(
@@ -150,6 +178,11 @@ def _report(out: Path) -> int:
     from losskit.arena.store import ArenaStore
 
     path = out / "arena.sqlite"
+    if not path.exists() and (out / "demos").is_dir():
+        from losskit.arena.demos import write_demo_report
+
+        print(write_demo_report(out))
+        return 0
     if not path.exists():
         raise ValueError(f"--out {out} holds no arena.sqlite; run a sweep there first")
     with ArenaStore(path) as store:
@@ -171,6 +204,19 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.action == "report":
         return _report(out)
+    from losskit.arena.demos import DEMO_SUITES, run_demo_suite
+
+    if args.suite.removesuffix("_quick") in DEMO_SUITES:
+        failed = run_demo_suite(
+            args.suite,
+            out,
+            seeds=args.seeds,
+            only=args.demos,
+            data_dir=args.data_dir,
+            command="losskit " + shlex.join(args.argv),
+        )
+        print(f"results: {out / 'results.md'}", file=sys.stderr)
+        return 1 if failed else 0
     from losskit.arena.runner import run_trials
     from losskit.arena.store import ArenaStore
 

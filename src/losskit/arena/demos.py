@@ -52,6 +52,7 @@ Demo = Callable[..., DemoResult]
 DEMO_SUITES: dict[str, dict[str, str]] = {
     "diagnostics": {
         "generative_linear": "losskit.procedures.generative_linear_demo:run",
+        "loki": "losskit.procedures.loki_demo:run",
     }
 }
 

@@ -22,6 +22,9 @@ from losskit.arena.leaderboard import (
     task_of,
     terminal_table,
 )
+from losskit.arena.retrieval_report import NOTE as RETRIEVAL_NOTE
+from losskit.arena.retrieval_report import TASKS as RETRIEVAL_TASKS
+from losskit.arena.retrieval_report import retrieval_sections
 
 Record = Mapping[str, Any]
 
@@ -77,12 +80,16 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     xc = [r for r in records if task_of(r) == "extreme"]
     distill = [r for r in records if task_of(r) == "distill"]
-    records = split_models([r for r in records if task_of(r) not in ("extreme", "distill")])
+    retr = [r for r in records if task_of(r) in RETRIEVAL_TASKS]
+    records = split_models(
+        [r for r in records if task_of(r) not in ("extreme", "distill", *RETRIEVAL_TASKS)]
+    )
+    n_trials = len(records) + len(xc) + len(distill) + len(retr)
     boards = leaderboards(records)
     ver = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
     header = (
         f"Command: `{command}`\n\nVersions: {ver}\n\n"
-        f"{len(records) + len(xc) + len(distill)} trials. Final-epoch metrics on the clean "
+        f"{n_trials} trials. Final-epoch metrics on the clean "
         "test split, mean ± std over seeds, in %. Ranked by accuracy, by balanced accuracy "
         "under a long tail, by mAP for multi-label data (F1 at logit 0; head/tail mAP over "
         "the labels split into thirds by training frequency).\n"
@@ -120,6 +127,10 @@ def build_report(
     if dist:
         md += ["## Distillation", "", DISTILL_NOTE, ""]
         md += [line for title, table in dist for line in (f"### {title}", "", table, "")]
+    ret = retrieval_sections(retr)
+    if ret:
+        md += ["## Retrieval and imbalanced regression", "", RETRIEVAL_NOTE, ""]
+        md += [line for title, table in ret for line in (f"### {title}", "", table, "")]
     (out / "results.md").write_text("\n".join(md))
     figs = _figures(records)
     parts = [
@@ -143,6 +154,12 @@ def build_report(
         parts.append(f"<h2>Distillation</h2><p>{html.escape(DISTILL_NOTE)}</p>")
         for title, table in dist:
             parts += [f"<h3>{html.escape(title)}</h3>", _html_table(table)]
+    if ret:
+        parts.append(
+            f"<h2>Retrieval and imbalanced regression</h2><p>{html.escape(RETRIEVAL_NOTE)}</p>"
+        )
+        for title, table in ret:
+            parts += [f"<h3>{html.escape(title)}</h3>", _html_table(table)]
     for title, png in figs:
         data = base64.b64encode(png).decode()
         parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{data}'>")
@@ -152,6 +169,7 @@ def build_report(
     if xc_md:
         text.append("Synthetic extreme classification (%, s/epoch in seconds)\n" + xc_md)
     text += [f"{title}\n{table}" for title, table in dist]
+    text += [f"{title}\n{table}" for title, table in ret]
     return "\n\n".join(text)
 
 

@@ -12,6 +12,13 @@ extreme-classification track of :mod:`losskit.arena.extreme`, whose "dataset" is
 ``synthetic_xc:...`` spec and whose "scenarios" are batching specs (``random:all``,
 ``random:inbatch``, ``ngame:inbatch``).
 
+``retrieval`` trains embedding networks (:mod:`losskit.arena.retrieval`: datasets
+``retrieval:<base>[:dim=D,train=N,query=M]``, scenarios ``all`` or ``disjoint:K`` held-out
+classes) with embedding losses and a cross-entropy classifier baseline, scored by Recall@1/5,
+MAP@R and NMI; its last track is the imbalanced-regression track of
+:mod:`losskit.arena.imbalanced_regression` (dataset ``regression:housing``, scenario
+``longtail:R``), an MLP regressor with L1 / MSE, with and without ConR (paper 53).
+
 ``distill`` is the distillation track (:mod:`losskit.arena.distill_trial`): tracks with a
 ``teacher`` spec train a teacher once per seed and students of the track's model against it
 with each objective; how each objective is combined with cross-entropy is the table of
@@ -104,6 +111,31 @@ DISTILL_OBJECTIVES = ("cross_entropy", "kd:alpha=0.9", "dkd", "nkd", "uskd", "nd
 HUMAN_OBJECTIVES = ("cross_entropy", "kd:alpha=0.9", "kd:alpha=0.9,temperature=1", "dkd",
                     "nkd", "ferkd", "soft_label_protocol",
                     "soft_label_protocol:temperature=1")  # fmt: skip
+# Retrieval (losskit.arena.retrieval): label-form embedding losses, a softmax classifier
+# baseline (retrieval on its penultimate features), TCM alone and on top of multi-similarity
+# (paper 50's setting). The pair-form focal InfoNCE (paper 9) gets one (query, key) pair per
+# class and batch, so it only runs where a batch holds many classes.
+# The papers' label-form losses follow: Proxy-Anchor (Metrix's proxy base), Metrix (11,
+# embedding mixing), hyperspherical softmax (25), UNPG on ArcFace (18), GroCo (33),
+# proto-triplet and ICNN (31); UniME (42) is pair-form like focal InfoNCE.
+RETRIEVAL_BASE = ("cross_entropy", "supcon", "triplet_margin", "multi_similarity", "tcm",
+                  "tcm:base_loss=multi_similarity")  # fmt: skip
+RETRIEVAL_OBJECTIVES = (*RETRIEVAL_BASE, "proxy_anchor", "metrix", "hyperspherical_softmax",
+                        "unpg", "groco", "proto_triplet", "icnn")  # fmt: skip
+RETRIEVAL_MANY = (*RETRIEVAL_OBJECTIVES, "focal_info_nce", "unime")
+# CIFAR-10 trials cost about a minute each: the baselines and three of the papers' losses.
+RETRIEVAL_CIFAR = (*RETRIEVAL_BASE, "metrix", "hyperspherical_softmax", "unpg")
+# ConR (paper 53) on a 20-bin target in [0, 5]: label and prediction windows of one bin
+# (0.25, as one year on AgeDB), pushing weight exp(0.2 |dy|) (at most e, as AgeDB's 0.01 over
+# ~100 years), the AgeDB weight 4 and a lighter 1.
+_CONR = "conr:label_similarity_threshold=0.25,prediction_threshold=0.25,beta=0.2"
+REGRESSION_OBJECTIVES = (
+    "l1",
+    "mse",
+    f"{_CONR},base_loss=l1,reg_weight=4",
+    f"{_CONR},base_loss=l1,reg_weight=1",
+    f"{_CONR},base_loss=mse,reg_weight=1",
+)
 SUITES: dict[str, Suite] = {
     "quick": Suite(
         "quick",
@@ -169,6 +201,25 @@ SUITES: dict[str, Suite] = {
             # evaluate on the other (losskit.arena.distill_data.cifar10h_split).
             Track("cifar10", "cnn_small", 12, ("clean",), HUMAN_OBJECTIVES, 128, 2e-3,
                   teacher="cifar10h"),
+        ),
+    ),
+    "retrieval": Suite(
+        "retrieval",
+        (
+            # 28 training identities, retrieval among the 120 faces of 12 unseen ones.
+            Track("retrieval:olivetti", "mlp", 40, ("disjoint:12",), RETRIEVAL_MANY, 128, 1e-3),
+            # The arena CNN with a 128-d embedding layer, 5,000 training images, all 10,000
+            # test images as queries.
+            Track("retrieval:cifar10:train=5000", "cnn", 12, ("all",), RETRIEVAL_CIFAR,
+                  128, 2e-3),
+            # MLP projection heads (384 -> 256 -> 256 -> 128) on frozen MiniLM embeddings.
+            Track("retrieval:trec6", "mlp", 15, ("all",), RETRIEVAL_OBJECTIVES, 128, 1e-3),
+            Track("retrieval:trec50", "mlp", 15, ("all",), RETRIEVAL_MANY, 128, 1e-3),
+            # Single-label comments only; 12,000 of the ~36,000 for training.
+            Track("retrieval:goemotions:train=12000", "mlp", 8, ("all",), RETRIEVAL_MANY,
+                  128, 1e-3),
+            Track("regression:housing", "mlp", 60, ("longtail:100",), REGRESSION_OBJECTIVES,
+                  128, 1e-3),
         ),
     ),
     "extreme_quick": Suite(

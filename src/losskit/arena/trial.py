@@ -31,6 +31,10 @@ gives one and calls a module's ``input_regularizer`` (see :meth:`TrialObjective.
 Distillation trials (``Trial.teacher`` set) go to
 :func:`losskit.arena.distill_trial.run_distill_trial`, whose objectives are adapted by the
 declarative table of :mod:`losskit.arena.distill_objectives`.
+
+Retrieval trials (``retrieval:...`` datasets) go to
+:func:`losskit.arena.retrieval.run_retrieval_trial` and imbalanced-regression trials
+(``regression:...``) to :func:`losskit.arena.imbalanced_regression.run_regression_trial`.
 """
 
 from __future__ import annotations
@@ -328,6 +332,12 @@ def run_trial(
 
     if is_extreme_dataset(trial.dataset):
         return run_extreme_trial(trial, threads=threads)
+    from losskit.arena.retrieval_specs import is_special_track, run_special_trial
+
+    if is_special_track(trial.dataset):
+        return run_special_trial(
+            trial, data_dir=data_dir, dataset_loader=dataset_loader, threads=threads
+        )
     if trial.teacher:
         from losskit.arena.distill_trial import run_distill_trial
 

@@ -13,7 +13,19 @@ from losskit.diagnostics.generative_linear import (
     merge_nb_statistics,
     nb_statistics,
 )
+from losskit.diagnostics.label_metrics import (
+    check_label_metric,
+    discrete_metric,
+    embedding_metric,
+    tree_metric,
+)
 from losskit.diagnostics.learning_curves import LearningCurves, learning_curves, logistic_probe
+from losskit.diagnostics.loki import (
+    expected_squared_distance,
+    frechet_variance,
+    loki_predict,
+    prediction_scores,
+)
 from losskit.diagnostics.multilabel import (
     hamming_loss,
     jaccard_score,
@@ -28,8 +40,28 @@ from losskit.diagnostics.multilabel import (
     psp_at_k,
     threshold_predictions,
 )
+from losskit.diagnostics.retrieval import (
+    kmeans_nmi,
+    map_at_r,
+    normalized_mutual_info,
+    recall_at_k,
+    retrieval_metrics,
+)
 
 __all__ = [
+    "check_label_metric",
+    "discrete_metric",
+    "embedding_metric",
+    "tree_metric",
+    "expected_squared_distance",
+    "frechet_variance",
+    "loki_predict",
+    "prediction_scores",
+    "kmeans_nmi",
+    "map_at_r",
+    "normalized_mutual_info",
+    "recall_at_k",
+    "retrieval_metrics",
     "GaussianNaiveBayes",
     "NBStatistics",
     "merge_nb_statistics",
