@@ -53,6 +53,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
     "diagnostics": {
         "generative_linear": "losskit.procedures.generative_linear_demo:run",
         "loki": "losskit.procedures.loki_demo:run",
+        "grokking": "losskit.procedures.grokking_demo:run",
     }
 }
 

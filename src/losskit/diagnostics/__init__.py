@@ -13,6 +13,13 @@ from losskit.diagnostics.generative_linear import (
     merge_nb_statistics,
     nb_statistics,
 )
+from losskit.diagnostics.grokking import (
+    PHASES,
+    classify_phase,
+    fourier_ipr,
+    neuron_ipr,
+    split_accuracies,
+)
 from losskit.diagnostics.label_metrics import (
     check_label_metric,
     discrete_metric,
@@ -49,6 +56,11 @@ from losskit.diagnostics.retrieval import (
 )
 
 __all__ = [
+    "PHASES",
+    "classify_phase",
+    "fourier_ipr",
+    "neuron_ipr",
+    "split_accuracies",
     "check_label_metric",
     "discrete_metric",
     "embedding_metric",

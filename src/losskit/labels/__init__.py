@@ -9,6 +9,7 @@ from losskit.labels.imbalance import (
     long_tail_counts,
     long_tail_indices,
 )
+from losskit.labels.modular import ModularDataset, modular_dataset, modular_labels
 from losskit.labels.multilabel import (
     PartialLabels,
     apply_multilabel_scenario,
@@ -35,6 +36,9 @@ from losskit.labels.scenarios import (
 )
 
 __all__ = [
+    "ModularDataset",
+    "modular_dataset",
+    "modular_labels",
     "CIFAR10N_SETS",
     "Corrupted",
     "PartialLabels",

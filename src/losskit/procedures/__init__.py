@@ -13,6 +13,16 @@ from losskit.procedures.active_distillation import (
     student_gains,
 )
 from losskit.procedures.facile import FacileResult, facile, instance_transfer, set_pretrain
+from losskit.procedures.modular_mlp import (
+    GrokkingRun,
+    ModularMLP,
+    evaluate,
+    one_hot_pairs,
+    predict,
+    prune_neurons,
+    pruning_curve,
+    train_modular_mlp,
+)
 from losskit.procedures.progressive_distillation import (
     PAPER_STAGES,
     ProgressiveDistillation,
@@ -26,6 +36,14 @@ from losskit.procedures.soft_label_protocol import (
 )
 
 __all__ = [
+    "GrokkingRun",
+    "ModularMLP",
+    "evaluate",
+    "one_hot_pairs",
+    "predict",
+    "prune_neurons",
+    "pruning_curve",
+    "train_modular_mlp",
     "FacileResult",
     "facile",
     "instance_transfer",
