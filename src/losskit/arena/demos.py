@@ -54,6 +54,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "generative_linear": "losskit.procedures.generative_linear_demo:run",
         "loki": "losskit.procedures.loki_demo:run",
         "grokking": "losskit.procedures.grokking_demo:run",
+        "large_step_gd": "losskit.procedures.large_step_gd_demo:run",
     }
 }
 

@@ -26,6 +26,22 @@ from losskit.diagnostics.label_metrics import (
     embedding_metric,
     tree_metric,
 )
+from losskit.diagnostics.large_step_data import (
+    is_linearly_separable,
+    max_margin,
+    nonseparable_dataset,
+    separable_dataset,
+    worst_case_dataset,
+)
+from losskit.diagnostics.large_step_gd import (
+    METHODS,
+    LargeStepRun,
+    logistic_gradient,
+    logistic_loss,
+    perceptron_agreement,
+    run_large_step_gd,
+    signed_labels,
+)
 from losskit.diagnostics.learning_curves import LearningCurves, learning_curves, logistic_probe
 from losskit.diagnostics.loki import (
     expected_squared_distance,
@@ -56,6 +72,18 @@ from losskit.diagnostics.retrieval import (
 )
 
 __all__ = [
+    "is_linearly_separable",
+    "max_margin",
+    "nonseparable_dataset",
+    "separable_dataset",
+    "worst_case_dataset",
+    "METHODS",
+    "LargeStepRun",
+    "logistic_gradient",
+    "logistic_loss",
+    "perceptron_agreement",
+    "run_large_step_gd",
+    "signed_labels",
     "PHASES",
     "classify_phase",
     "fourier_ipr",
