@@ -29,7 +29,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: venv
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/classification.py
+	$(PY) benchmarks/multilabel.py
+	$(PY) benchmarks/embedding.py
 
 readme: venv
 	$(PY) -c "import re,pathlib,losskit; from losskit._core.registry import catalog_markdown as m; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'(?s)<!-- catalog:start -->.*<!-- catalog:end -->', lambda _: '<!-- catalog:start -->\n'+m()+'\n<!-- catalog:end -->', s))"

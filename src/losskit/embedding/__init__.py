@@ -9,6 +9,7 @@ from losskit.embedding.amcl import (
     amcl_loss,
     temperature_regularizer,
 )
+from losskit.embedding.chunked import chunked_info_nce_loss, chunked_supcon_loss
 from losskit.embedding.diffsort import soft_sort, sorting_network
 from losskit.embedding.focal_info_nce import (
     FocalInfoNCELoss,
@@ -55,6 +56,8 @@ from losskit.embedding.unime import UniMELoss, unime_loss
 from losskit.embedding.unpg import UNPGLoss, box_whisker_filter, unpg_loss, unpg_negatives
 
 __all__ = [
+    "chunked_info_nce_loss",
+    "chunked_supcon_loss",
     "ICNNLoss",
     "icnn_loss",
     "icnn_score",
