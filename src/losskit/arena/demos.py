@@ -55,6 +55,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "loki": "losskit.procedures.loki_demo:run",
         "grokking": "losskit.procedures.grokking_demo:run",
         "large_step_gd": "losskit.procedures.large_step_gd_demo:run",
+        "unlearning": "losskit.procedures.unlearning_demo:run",
     }
 }
 

@@ -34,8 +34,42 @@ from losskit.procedures.soft_label_protocol import (
     soft_label_loss,
     soft_label_protocol,
 )
+from losskit.procedures.unlearning import (
+    LAFResult,
+    RepresentationVAE,
+    fit_representation_vae,
+    laf_alignment_loss,
+    laf_extractor_loss,
+    laf_unlearn,
+    vae_loss,
+)
+from losskit.procedures.unlearning_baselines import (
+    finetune_unlearn,
+    predict_logits,
+    retrain_unlearn,
+    train_classifier,
+)
+from losskit.procedures.unlearning_mia import (
+    attack_features,
+    fit_logistic,
+    membership_inference_score,
+)
 
 __all__ = [
+    "LAFResult",
+    "RepresentationVAE",
+    "fit_representation_vae",
+    "laf_alignment_loss",
+    "laf_extractor_loss",
+    "laf_unlearn",
+    "vae_loss",
+    "finetune_unlearn",
+    "predict_logits",
+    "retrain_unlearn",
+    "train_classifier",
+    "attack_features",
+    "fit_logistic",
+    "membership_inference_score",
     "GrokkingRun",
     "ModularMLP",
     "evaluate",
