@@ -56,6 +56,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "grokking": "losskit.procedures.grokking_demo:run",
         "large_step_gd": "losskit.procedures.large_step_gd_demo:run",
         "unlearning": "losskit.procedures.unlearning_demo:run",
+        "intrinsic": "losskit.procedures.intrinsic_demo:run",
     }
 }
 

@@ -1,5 +1,6 @@
 """Measures of data, labels, predictions and representations."""
 
+from losskit.diagnostics.adversarial import fgsm, pgd, robust_accuracy
 from losskit.diagnostics.calibration import (
     ReliabilityBins,
     classwise_ece,
@@ -19,6 +20,12 @@ from losskit.diagnostics.grokking import (
     fourier_ipr,
     neuron_ipr,
     split_accuracies,
+)
+from losskit.diagnostics.intrinsic import (
+    knn_distances,
+    label_sharpness,
+    mle_intrinsic_dim,
+    twonn_intrinsic_dim,
 )
 from losskit.diagnostics.label_metrics import (
     check_label_metric,
@@ -72,6 +79,13 @@ from losskit.diagnostics.retrieval import (
 )
 
 __all__ = [
+    "fgsm",
+    "pgd",
+    "robust_accuracy",
+    "knn_distances",
+    "label_sharpness",
+    "mle_intrinsic_dim",
+    "twonn_intrinsic_dim",
     "is_linearly_separable",
     "max_margin",
     "nonseparable_dataset",
