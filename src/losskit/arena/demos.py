@@ -48,7 +48,8 @@ class DemoResult:
 
 Demo = Callable[..., DemoResult]
 
-# suite -> demo name -> "module:function"
+# suite -> demo name -> "module:function" (diagnostics: how models learn from labels;
+# labels: label-quality methods)
 DEMO_SUITES: dict[str, dict[str, str]] = {
     "diagnostics": {
         "generative_linear": "losskit.procedures.generative_linear_demo:run",
@@ -57,7 +58,10 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "large_step_gd": "losskit.procedures.large_step_gd_demo:run",
         "unlearning": "losskit.procedures.unlearning_demo:run",
         "intrinsic": "losskit.procedures.intrinsic_demo:run",
-    }
+    },
+    "labels": {
+        "memorization": "losskit.procedures.memorization_demo:run",
+    },
 }
 
 
@@ -129,7 +133,7 @@ def write_demo_report(out: Path, *, command: str = "", names: list[str] | None =
     stored = {p.stem: p for p in sorted(store.glob("*.json"))}
     order = [n for n in (names or sorted(stored)) if n in stored]
     results = [_from_json(json.loads(stored[n].read_text())) for n in order]
-    lines = ["# Diagnostics and procedures: demonstrations", ""]
+    lines = ["# Demonstrations: measures and procedures on real data", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += ["| demo | papers | verdicts | time |", "|---|---|---|---|"]

@@ -56,6 +56,15 @@ from losskit.diagnostics.loki import (
     loki_predict,
     prediction_scores,
 )
+from losskit.diagnostics.memorization import (
+    InfluenceEstimate,
+    MemorizationEstimate,
+    SubsampleRuns,
+    influence_estimate,
+    memorization_estimate,
+    subsample_models,
+    subset_membership,
+)
 from losskit.diagnostics.multilabel import (
     hamming_loss,
     jaccard_score,
@@ -79,6 +88,13 @@ from losskit.diagnostics.retrieval import (
 )
 
 __all__ = [
+    "InfluenceEstimate",
+    "MemorizationEstimate",
+    "SubsampleRuns",
+    "influence_estimate",
+    "memorization_estimate",
+    "subsample_models",
+    "subset_membership",
     "fgsm",
     "pgd",
     "robust_accuracy",
