@@ -61,6 +61,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
     },
     "labels": {
         "memorization": "losskit.procedures.memorization_demo:run",
+        "noisy_training": "losskit.procedures.noisy_training_demo:run",
     },
 }
 

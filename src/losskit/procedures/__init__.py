@@ -12,6 +12,13 @@ from losskit.procedures.active_distillation import (
     random_select,
     student_gains,
 )
+from losskit.procedures.co_teaching import (
+    CoTeachingResult,
+    co_teaching,
+    forget_rate_schedule,
+    num_remembered,
+    small_loss_indices,
+)
 from losskit.procedures.facile import FacileResult, facile, instance_transfer, set_pretrain
 from losskit.procedures.modular_mlp import (
     GrokkingRun,
@@ -22,6 +29,15 @@ from losskit.procedures.modular_mlp import (
     prune_neurons,
     pruning_curve,
     train_modular_mlp,
+)
+from losskit.procedures.nested_dropout import (
+    NestedDropout,
+    NestedDropoutNet,
+    cut_accuracies,
+    cut_distribution,
+    expected_mask,
+    nested_dropout_net,
+    prefix_mask,
 )
 from losskit.procedures.progressive_distillation import (
     PAPER_STAGES,
@@ -56,6 +72,18 @@ from losskit.procedures.unlearning_mia import (
 )
 
 __all__ = [
+    "CoTeachingResult",
+    "co_teaching",
+    "forget_rate_schedule",
+    "num_remembered",
+    "small_loss_indices",
+    "NestedDropout",
+    "NestedDropoutNet",
+    "cut_accuracies",
+    "cut_distribution",
+    "expected_mask",
+    "nested_dropout_net",
+    "prefix_mask",
     "LAFResult",
     "RepresentationVAE",
     "fit_representation_vae",
