@@ -141,6 +141,41 @@ def prepare_labels(
     )
 
 
+def positive_matrix(
+    positives: Tensor | None,
+    positive_mask: Tensor | None,
+    n: int,
+    m: int,
+    device: torch.device,
+    what: str,
+) -> Tensor:
+    """The bool ``[n, m]`` positives from ``positives[n]`` (an index into the ``m`` candidates,
+    ``what`` naming them in errors; default ``arange(n)``) or ``positive_mask[n, m]``."""
+    if positives is not None and positive_mask is not None:
+        raise ValueError("positives and positive_mask are exclusive; give one of them")
+    if positive_mask is not None:
+        if not isinstance(positive_mask, Tensor) or positive_mask.dtype != torch.bool:
+            raise ValueError("positive_mask must be a bool tensor")
+        if tuple(positive_mask.shape) != (n, m):
+            raise ValueError(
+                f"positive_mask must have shape {(n, m)}, got {tuple(positive_mask.shape)}"
+            )
+        return positive_mask
+    if positives is None:
+        if m < n:
+            raise ValueError(
+                f"{what} must have at least N={n} entries when positives is not given "
+                f"(entry i is anchor i's positive), got {m}"
+            )
+        positives = torch.arange(n, device=device)
+    check_labels(positives, n, "positives")
+    if checks_enabled() and (bool((positives < 0).any()) or bool((positives >= m).any())):
+        raise ValueError(f"positives must index {what} in [0, {m})")
+    pos = torch.zeros(n, m, dtype=torch.bool, device=device)
+    pos[torch.arange(n, device=device), positives] = True
+    return pos
+
+
 def prepare_pairs(
     query: Tensor,
     keys: Tensor,
@@ -157,29 +192,7 @@ def prepare_pairs(
     n, d = query.shape
     check_embeddings(keys, "keys", d)
     m = keys.shape[0]
-    if positives is not None and positive_mask is not None:
-        raise ValueError("positives and positive_mask are exclusive; give one of them")
-    if positive_mask is not None:
-        if not isinstance(positive_mask, Tensor) or positive_mask.dtype != torch.bool:
-            raise ValueError("positive_mask must be a bool tensor")
-        if tuple(positive_mask.shape) != (n, m):
-            raise ValueError(
-                f"positive_mask must have shape {(n, m)}, got {tuple(positive_mask.shape)}"
-            )
-        pos = positive_mask
-    else:
-        if positives is None:
-            if m < n:
-                raise ValueError(
-                    f"keys must have at least N={n} rows when positives is not given "
-                    f"(keys[i] is query i's positive), got {m}"
-                )
-            positives = torch.arange(n, device=query.device)
-        check_labels(positives, n, "positives")
-        if checks_enabled() and (bool((positives < 0).any()) or bool((positives >= m).any())):
-            raise ValueError(f"positives must index keys in [0, {m})")
-        pos = torch.zeros(n, m, dtype=torch.bool, device=query.device)
-        pos[torch.arange(n, device=query.device), positives] = True
+    pos = positive_matrix(positives, positive_mask, n, m, query.device, "keys")
     valid = check_candidate_mask(candidate_mask, n, m)
     if valid is not None:
         pos = pos & valid

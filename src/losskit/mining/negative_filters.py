@@ -38,9 +38,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from losskit._core.checks import check_choice, check_number, check_scores, checks_enabled
+from losskit._core.checks import check_choice, check_number, check_scores
 from losskit._core.precision import upcast
-from losskit.embedding._common import check_candidate_mask, check_labels
+from losskit.embedding._common import check_candidate_mask, positive_matrix
 
 REFERENCES = ("max", "min", "mean")
 
@@ -56,29 +56,7 @@ def _prepare(
     check_scores(sim, "sim", min_classes=1)
     sim = upcast(sim.detach())
     n, m = sim.shape
-    if positives is not None and positive_mask is not None:
-        raise ValueError("positives and positive_mask are exclusive; give one of them")
-    if positive_mask is not None:
-        if not isinstance(positive_mask, Tensor) or positive_mask.dtype != torch.bool:
-            raise ValueError("positive_mask must be a bool tensor")
-        if tuple(positive_mask.shape) != (n, m):
-            raise ValueError(
-                f"positive_mask must have shape {(n, m)}, got {tuple(positive_mask.shape)}"
-            )
-        pos = positive_mask
-    else:
-        if positives is None:
-            if m < n:
-                raise ValueError(
-                    f"sim must have at least N={n} columns when positives is not given "
-                    f"(candidate i is anchor i's positive), got {m}"
-                )
-            positives = torch.arange(n, device=sim.device)
-        check_labels(positives, n, "positives")
-        if checks_enabled() and (bool((positives < 0).any()) or bool((positives >= m).any())):
-            raise ValueError(f"positives must index the candidates in [0, {m})")
-        pos = torch.zeros(n, m, dtype=torch.bool, device=sim.device)
-        pos[torch.arange(n, device=sim.device), positives] = True
+    pos = positive_matrix(positives, positive_mask, n, m, sim.device, "sim (columns)")
     base = check_candidate_mask(candidate_mask, n, m)
     if base is None:
         base = torch.ones(n, m, dtype=torch.bool, device=sim.device)
