@@ -58,8 +58,10 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "large_step_gd": "losskit.procedures.large_step_gd_demo:run",
         "unlearning": "losskit.procedures.unlearning_demo:run",
         "intrinsic": "losskit.procedures.intrinsic_demo:run",
+        "inductive_bias": "losskit.procedures.inductive_bias_demo:run",
     },
     "labels": {
+        "label_errors": "losskit.procedures.label_errors_demo:run",
         "memorization": "losskit.procedures.memorization_demo:run",
         "noisy_training": "losskit.procedures.noisy_training_demo:run",
     },

@@ -21,11 +21,25 @@ from losskit.diagnostics.grokking import (
     neuron_ipr,
     split_accuracies,
 )
+from losskit.diagnostics.inductive_bias import (
+    ScaledNcx2,
+    fit_scaled_ncx2,
+    inductive_bias,
+    sankaran_inductive_bias,
+)
 from losskit.diagnostics.intrinsic import (
     knn_distances,
     label_sharpness,
     mle_intrinsic_dim,
     twonn_intrinsic_dim,
+)
+from losskit.diagnostics.kernel_hypotheses import (
+    class_targets,
+    gp_hypothesis_errors,
+    gp_posterior,
+    gp_posterior_samples,
+    prediction_errors,
+    rbf_kernel,
 )
 from losskit.diagnostics.label_metrics import (
     check_label_metric,
@@ -79,6 +93,7 @@ from losskit.diagnostics.multilabel import (
     psp_at_k,
     threshold_predictions,
 )
+from losskit.diagnostics.noncentral_chi2 import ncx2_logcdf, ncx2_logpdf
 from losskit.diagnostics.retrieval import (
     kmeans_nmi,
     map_at_r,
@@ -88,6 +103,18 @@ from losskit.diagnostics.retrieval import (
 )
 
 __all__ = [
+    "ScaledNcx2",
+    "fit_scaled_ncx2",
+    "inductive_bias",
+    "sankaran_inductive_bias",
+    "class_targets",
+    "gp_hypothesis_errors",
+    "gp_posterior",
+    "gp_posterior_samples",
+    "prediction_errors",
+    "rbf_kernel",
+    "ncx2_logcdf",
+    "ncx2_logpdf",
     "InfluenceEstimate",
     "MemorizationEstimate",
     "SubsampleRuns",

@@ -123,7 +123,7 @@ def modular_dataset(
 register(
     "modular_corruption",
     kind="scenario",
-    family="labels",
+    family="synthetic",
     papers=(55,),
     summary="All (a, b) in Z_p x Z_p labelled (a + b) or (a * b) mod p, a random training "
     "split, a fraction xi of training labels redrawn uniformly (xi (1 - 1/p) wrong).",

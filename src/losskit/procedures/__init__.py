@@ -39,6 +39,13 @@ from losskit.procedures.nested_dropout import (
     nested_dropout_net,
     prefix_mask,
 )
+from losskit.procedures.network_hypotheses import (
+    CNNEnsemble,
+    MLPEnsemble,
+    NetworkHypotheses,
+    fit_ensemble,
+    network_hypothesis_errors,
+)
 from losskit.procedures.progressive_distillation import (
     PAPER_STAGES,
     ProgressiveDistillation,
@@ -72,6 +79,11 @@ from losskit.procedures.unlearning_mia import (
 )
 
 __all__ = [
+    "CNNEnsemble",
+    "MLPEnsemble",
+    "NetworkHypotheses",
+    "fit_ensemble",
+    "network_hypothesis_errors",
     "CoTeachingResult",
     "co_teaching",
     "forget_rate_schedule",
