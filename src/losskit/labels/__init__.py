@@ -3,12 +3,26 @@
 
 from __future__ import annotations
 
+from losskit.labels.confident_learning import (
+    NoiseEstimates,
+    calibrate_confident_joint,
+    compute_confident_joint,
+    confident_thresholds,
+    estimate_joint,
+    estimate_noise_matrices,
+)
+from losskit.labels.cross_validation import (
+    cross_val_pred_probs,
+    cross_val_pred_probs_features,
+    stratified_folds,
+)
 from losskit.labels.imbalance import (
     class_counts,
     class_groups,
     long_tail_counts,
     long_tail_indices,
 )
+from losskit.labels.label_issues import FILTERS, find_label_issues
 from losskit.labels.modular import ModularDataset, modular_dataset, modular_labels
 from losskit.labels.multilabel import (
     PartialLabels,
@@ -25,6 +39,7 @@ from losskit.labels.noise import (
     symmetric_noise,
 )
 from losskit.labels.partial import drop_positives
+from losskit.labels.quality_scores import label_quality_scores, multilabel_quality_scores
 from losskit.labels.scenarios import (
     Corrupted,
     apply_scenario,
@@ -36,6 +51,19 @@ from losskit.labels.scenarios import (
 )
 
 __all__ = [
+    "NoiseEstimates",
+    "calibrate_confident_joint",
+    "compute_confident_joint",
+    "confident_thresholds",
+    "estimate_joint",
+    "estimate_noise_matrices",
+    "cross_val_pred_probs",
+    "cross_val_pred_probs_features",
+    "stratified_folds",
+    "FILTERS",
+    "find_label_issues",
+    "label_quality_scores",
+    "multilabel_quality_scores",
     "ModularDataset",
     "modular_dataset",
     "modular_labels",
