@@ -61,6 +61,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "inductive_bias": "losskit.procedures.inductive_bias_demo:run",
     },
     "labels": {
+        "aggregate": "losskit.procedures.aggregate_demo:run",
         "label_errors": "losskit.procedures.label_errors_demo:run",
         "memorization": "losskit.procedures.memorization_demo:run",
         "noisy_training": "losskit.procedures.noisy_training_demo:run",

@@ -3,6 +3,17 @@
 
 from __future__ import annotations
 
+from losskit.labels.aggregate import (
+    AggregateBagLoss,
+    AggregateInstanceLoss,
+    AggregateInterpolatingLoss,
+    aggregate_bag_loss,
+    aggregate_instance_loss,
+    aggregate_interpolating_loss,
+    within_bag_scatter,
+)
+from losskit.labels.aggregate_linear import LinearFit, cross_validate_rho, fit_aggregate_linear
+from losskit.labels.bags import bag_folds, bag_responses, random_bags, sorted_bags
 from losskit.labels.confident_learning import (
     NoiseEstimates,
     calibrate_confident_joint,
@@ -51,6 +62,20 @@ from losskit.labels.scenarios import (
 )
 
 __all__ = [
+    "AggregateBagLoss",
+    "AggregateInstanceLoss",
+    "AggregateInterpolatingLoss",
+    "aggregate_bag_loss",
+    "aggregate_instance_loss",
+    "aggregate_interpolating_loss",
+    "within_bag_scatter",
+    "LinearFit",
+    "cross_validate_rho",
+    "fit_aggregate_linear",
+    "bag_folds",
+    "bag_responses",
+    "random_bags",
+    "sorted_bags",
     "NoiseEstimates",
     "calibrate_confident_joint",
     "compute_confident_joint",
