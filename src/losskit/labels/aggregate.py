@@ -206,7 +206,9 @@ register(
     family="aggregate",
     papers=(48,),
     summary="Bag-level loss plus rho times the within-bag prediction scatter (rho = 0 bag "
-    "level, rho = 1 instance level).",
+    "level, rho = 1 instance level); the paper sets no rho: the default 0.05 is typical of "
+    "cross_validate_rho's choice, prefer choosing it so.",
+    defaults={"rho": 0.05},
     function=aggregate_interpolating_loss,
     module=AggregateInterpolatingLoss,
 )
