@@ -65,6 +65,8 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
         "label_errors": "losskit.procedures.label_errors_demo:run",
         "memorization": "losskit.procedures.memorization_demo:run",
         "noisy_training": "losskit.procedures.noisy_training_demo:run",
+        "rcal": "losskit.procedures.rcal_demo:run",
+        "imbalance_recipes": "losskit.procedures.imbalance_recipes_demo:run",
     },
 }
 

@@ -20,6 +20,21 @@ from losskit.procedures.co_teaching import (
     small_loss_indices,
 )
 from losskit.procedures.facile import FacileResult, facile, instance_transfer, set_pretrain
+from losskit.procedures.imbalance_pretext import (
+    PRETEXTS,
+    noisy_views,
+    pretrain_backbone,
+    rotate_images,
+    rotation_task,
+)
+from losskit.procedures.imbalance_recipes import (
+    SemiSupervisedResult,
+    SSPResult,
+    fit_classifier,
+    pseudo_labels,
+    semi_supervised_training,
+    ssp_training,
+)
 from losskit.procedures.modular_mlp import (
     GrokkingRun,
     ModularMLP,
@@ -46,11 +61,28 @@ from losskit.procedures.network_hypotheses import (
     fit_ensemble,
     network_hypothesis_errors,
 )
+from losskit.procedures.paired_batches import paired_batches
 from losskit.procedures.progressive_distillation import (
     PAPER_STAGES,
     ProgressiveDistillation,
     Stage,
     StageLog,
+)
+from losskit.procedures.rcal import RCALResult, individual_calibration_loss, rcal
+from losskit.procedures.rcal_statistics import (
+    ClassGaussians,
+    calibrate_tail,
+    class_gaussians,
+    local_outlier_factor,
+    lof_inliers,
+    robust_class_gaussians,
+    sample_class_gaussians,
+)
+from losskit.procedures.rss import (
+    adversarial_inputs,
+    robust_loss,
+    rss_regularizer,
+    rss_training,
 )
 from losskit.procedures.soft_label_protocol import (
     SoftLabelLoss,
@@ -79,6 +111,32 @@ from losskit.procedures.unlearning_mia import (
 )
 
 __all__ = [
+    "PRETEXTS",
+    "noisy_views",
+    "pretrain_backbone",
+    "rotate_images",
+    "rotation_task",
+    "SemiSupervisedResult",
+    "SSPResult",
+    "fit_classifier",
+    "pseudo_labels",
+    "semi_supervised_training",
+    "ssp_training",
+    "paired_batches",
+    "RCALResult",
+    "individual_calibration_loss",
+    "rcal",
+    "ClassGaussians",
+    "calibrate_tail",
+    "class_gaussians",
+    "local_outlier_factor",
+    "lof_inliers",
+    "robust_class_gaussians",
+    "sample_class_gaussians",
+    "adversarial_inputs",
+    "robust_loss",
+    "rss_regularizer",
+    "rss_training",
     "CNNEnsemble",
     "MLPEnsemble",
     "NetworkHypotheses",
