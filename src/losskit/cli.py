@@ -1,4 +1,5 @@
-"""The ``losskit`` command: ``losskit catalog``, ``losskit arena`` and ``losskit distill-demo``."""
+"""The ``losskit`` command: ``losskit catalog``, ``losskit arena``, ``losskit doctor`` and
+``losskit distill-demo``."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("--family", default=None)
     cat.set_defaults(func=_print_catalog)
     from losskit.arena.cli import add_parser
+    from losskit.doctor import add_parser as add_doctor_parser
 
     add_parser(sub)
+    add_doctor_parser(sub)
     demo = sub.add_parser(
         "distill-demo",
         help="progressive distillation of all-MiniLM-L6-v2 into a 2-layer student (TREC-6)",
