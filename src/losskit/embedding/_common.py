@@ -30,7 +30,9 @@ Reduction, the same for every embedding loss:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -236,3 +238,32 @@ class EmbeddingLossModule(nn.Module):
             f"temperature={self.temperature}, normalize={self.normalize}, "
             f"reduction={self.reduction!r}"
         )
+
+
+class LabelLossModule(nn.Module):
+    """Base of the label-form module classes: ``forward(embeddings, labels, ref_embeddings,
+    ref_labels, candidate_mask)`` calls the class's ``function`` with the module attributes
+    named in ``options`` (validated by the subclass's ``__init__``)."""
+
+    function: ClassVar[Callable[..., Tensor]]
+    options: ClassVar[tuple[str, ...]]
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        candidate_mask: Tensor | None = None,
+    ) -> Tensor:
+        return type(self).function(
+            embeddings,
+            labels,
+            ref_embeddings=ref_embeddings,
+            ref_labels=ref_labels,
+            candidate_mask=candidate_mask,
+            **{name: getattr(self, name) for name in self.options},
+        )
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.options)

@@ -38,12 +38,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_reduction
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import PairBatch, check_embeddings, prepare_labels, similarities
+from losskit.embedding._common import (
+    LabelLossModule,
+    PairBatch,
+    check_embeddings,
+    prepare_labels,
+    similarities,
+)
 from losskit.embedding.diffsort import check_sort_options, soft_sort
 
 _SORT = {"network": "odd_even", "relaxation": "cauchy", "steepness": 1.0, "art_lambda": 0.25}
@@ -155,8 +161,20 @@ def groco_views_loss(
     return groco_loss(views.reshape(v * n, d), image, candidate_mask=keep, **kwargs)
 
 
-class GroCoLoss(nn.Module):
+class GroCoLoss(LabelLossModule):
     """Module form of :func:`groco_loss`."""
+
+    function = groco_loss
+    options = (
+        "topk_negatives",
+        "network",
+        "relaxation",
+        "steepness",
+        "art_lambda",
+        "stop_grad",
+        "normalize",
+        "reduction",
+    )
 
     def __init__(
         self,
@@ -179,38 +197,6 @@ class GroCoLoss(nn.Module):
         self.stop_grad = bool(stop_grad)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        candidate_mask: Tensor | None = None,
-    ) -> Tensor:
-        return groco_loss(
-            embeddings,
-            labels,
-            ref_embeddings=ref_embeddings,
-            ref_labels=ref_labels,
-            topk_negatives=self.topk_negatives,
-            network=self.network,
-            relaxation=self.relaxation,
-            steepness=self.steepness,
-            art_lambda=self.art_lambda,
-            stop_grad=self.stop_grad,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            candidate_mask=candidate_mask,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"topk_negatives={self.topk_negatives}, network={self.network!r}, "
-            f"relaxation={self.relaxation!r}, steepness={self.steepness}, "
-            f"stop_grad={self.stop_grad}, normalize={self.normalize}, "
-            f"reduction={self.reduction!r}"
-        )
 
 
 register(

@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number, check_reduction
 from losskit._core.precision import upcast_all
 from losskit._core.registry import register
-from losskit.embedding._common import PairBatch, prepare_labels
+from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels
 
 _DEFAULTS = {"k": 4, "window": None, "eps": 1e-6, "normalize": False}
 
@@ -191,8 +191,11 @@ def icnn_loss(
     return out.to(b.dtype)
 
 
-class ICNNLoss(nn.Module):
+class ICNNLoss(LabelLossModule):
     """Module form of :func:`icnn_loss`."""
+
+    function = icnn_loss
+    options = ("k", "window", "eps", "normalize", "reduction")
 
     def __init__(
         self,
@@ -207,33 +210,6 @@ class ICNNLoss(nn.Module):
         self.k, self.window, self.eps = _check(k, window, eps)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        candidate_mask: Tensor | None = None,
-    ) -> Tensor:
-        return icnn_loss(
-            embeddings,
-            labels,
-            ref_embeddings=ref_embeddings,
-            ref_labels=ref_labels,
-            k=self.k,
-            window=self.window,
-            eps=self.eps,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            candidate_mask=candidate_mask,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"k={self.k}, window={self.window}, eps={self.eps}, normalize={self.normalize}, "
-            f"reduction={self.reduction!r}"
-        )
 
 
 register(

@@ -24,12 +24,12 @@ epsilon=0.1`` (pytorch-metric-learning's). With ``beta -> inf`` the negative par
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number, check_reduction
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import PairBatch, prepare_labels
+from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels
 
 
 def _check(alpha: float, beta: float, base: float, epsilon: float) -> tuple[float, ...]:
@@ -100,8 +100,11 @@ def multi_similarity_loss(
     return out.to(b.dtype)
 
 
-class MultiSimilarityLoss(nn.Module):
+class MultiSimilarityLoss(LabelLossModule):
     """Module form of :func:`multi_similarity_loss`."""
+
+    function = multi_similarity_loss
+    options = ("alpha", "beta", "base", "epsilon", "normalize", "reduction")
 
     def __init__(
         self,
@@ -117,34 +120,6 @@ class MultiSimilarityLoss(nn.Module):
         self.alpha, self.beta, self.base, self.epsilon = _check(alpha, beta, base, epsilon)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        candidate_mask: Tensor | None = None,
-    ) -> Tensor:
-        return multi_similarity_loss(
-            embeddings,
-            labels,
-            ref_embeddings=ref_embeddings,
-            ref_labels=ref_labels,
-            alpha=self.alpha,
-            beta=self.beta,
-            base=self.base,
-            epsilon=self.epsilon,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            candidate_mask=candidate_mask,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, beta={self.beta}, base={self.base}, epsilon={self.epsilon}, "
-            f"normalize={self.normalize}, reduction={self.reduction!r}"
-        )
 
 
 register(

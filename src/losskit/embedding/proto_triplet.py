@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number, check_reduction
 from losskit._core.precision import upcast_all
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import PairBatch, prepare_labels
+from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels
 
 _DEFAULTS = {"margin": 0.5, "eps": 1e-6, "normalize": False}
 
@@ -131,8 +131,11 @@ def proto_triplet_loss(
     return out.to(b.dtype)
 
 
-class ProtoTripletLoss(nn.Module):
+class ProtoTripletLoss(LabelLossModule):
     """Module form of :func:`proto_triplet_loss`."""
+
+    function = proto_triplet_loss
+    options = ("margin", "eps", "normalize", "reduction")
 
     def __init__(
         self,
@@ -147,32 +150,6 @@ class ProtoTripletLoss(nn.Module):
         self.eps = check_number("eps", eps, low=0.0)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        candidate_mask: Tensor | None = None,
-    ) -> Tensor:
-        return proto_triplet_loss(
-            embeddings,
-            labels,
-            ref_embeddings=ref_embeddings,
-            ref_labels=ref_labels,
-            margin=self.margin,
-            eps=self.eps,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            candidate_mask=candidate_mask,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"margin={self.margin}, eps={self.eps}, normalize={self.normalize}, "
-            f"reduction={self.reduction!r}"
-        )
 
 
 register(

@@ -40,13 +40,13 @@ dot products (the reference is cosine only).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_number, check_reduction
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
 from losskit.distributed import sum_across_ranks, world_size
-from losskit.embedding._common import PairBatch, prepare_labels
+from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels
 
 _DEFAULTS = {"lambda_plus": 1.0, "lambda_minus": 1.0, "margin_plus": 0.9, "margin_minus": 0.5}
 
@@ -126,8 +126,19 @@ def tcm_loss(
     return out.to(b.dtype)
 
 
-class TCMLoss(nn.Module):
+class TCMLoss(LabelLossModule):
     """Module form of :func:`tcm_loss`."""
+
+    function = tcm_loss
+    options = (
+        "lambda_plus",
+        "lambda_minus",
+        "margin_plus",
+        "margin_minus",
+        "normalize",
+        "reduction",
+        "sync_counts",
+    )
 
     def __init__(
         self,
@@ -147,37 +158,6 @@ class TCMLoss(nn.Module):
         )
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        candidate_mask: Tensor | None = None,
-    ) -> Tensor:
-        return tcm_loss(
-            embeddings,
-            labels,
-            ref_embeddings=ref_embeddings,
-            ref_labels=ref_labels,
-            lambda_plus=self.lambda_plus,
-            lambda_minus=self.lambda_minus,
-            margin_plus=self.margin_plus,
-            margin_minus=self.margin_minus,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            candidate_mask=candidate_mask,
-            sync_counts=self.sync_counts,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"lambda_plus={self.lambda_plus}, lambda_minus={self.lambda_minus}, "
-            f"margin_plus={self.margin_plus}, margin_minus={self.margin_minus}, "
-            f"normalize={self.normalize}, reduction={self.reduction!r}, "
-            f"sync_counts={self.sync_counts}"
-        )
 
 
 register(

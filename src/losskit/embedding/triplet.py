@@ -17,12 +17,12 @@ terms. Default ``margin=0.2``.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from losskit._core.checks import check_choice, check_number, check_reduction
 from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import prepare_labels
+from losskit.embedding._common import LabelLossModule, prepare_labels
 
 MINING = ("all", "hard")
 
@@ -74,8 +74,11 @@ def triplet_margin_loss(
     return out.to(b.dtype)
 
 
-class TripletMarginLoss(nn.Module):
+class TripletMarginLoss(LabelLossModule):
     """Module form of :func:`triplet_margin_loss`."""
+
+    function = triplet_margin_loss
+    options = ("margin", "mining", "normalize", "reduction")
 
     def __init__(
         self,
@@ -91,32 +94,6 @@ class TripletMarginLoss(nn.Module):
         self.mining = mining
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        candidate_mask: Tensor | None = None,
-    ) -> Tensor:
-        return triplet_margin_loss(
-            embeddings,
-            labels,
-            ref_embeddings=ref_embeddings,
-            ref_labels=ref_labels,
-            margin=self.margin,
-            mining=self.mining,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            candidate_mask=candidate_mask,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"margin={self.margin}, mining={self.mining!r}, normalize={self.normalize}, "
-            f"reduction={self.reduction!r}"
-        )
 
 
 register(
