@@ -63,6 +63,7 @@ DEMO_SUITES: dict[str, dict[str, str]] = {
     "labels": {
         "aggregate": "losskit.procedures.aggregate_demo:run",
         "label_errors": "losskit.procedures.label_errors_demo:run",
+        "label_budget": "losskit.procedures.label_budget_demo:run",
         "memorization": "losskit.procedures.memorization_demo:run",
         "noisy_training": "losskit.procedures.noisy_training_demo:run",
         "rcal": "losskit.procedures.rcal_demo:run",

@@ -35,6 +35,7 @@ from losskit.procedures.imbalance_recipes import (
     semi_supervised_training,
     ssp_training,
 )
+from losskit.procedures.label_budget import budget_grid, pareto_frontier, split_train
 from losskit.procedures.modular_mlp import (
     GrokkingRun,
     ModularMLP,
@@ -111,6 +112,9 @@ from losskit.procedures.unlearning_mia import (
 )
 
 __all__ = [
+    "budget_grid",
+    "pareto_frontier",
+    "split_train",
     "PRETEXTS",
     "noisy_views",
     "pretrain_backbone",
