@@ -117,6 +117,7 @@ def build_trials(suite: Suite, data_dir: str | None) -> list:
         canonical_extreme_dataset,
         is_extreme_dataset,
     )
+    from losskit.arena.recipes import check_recipe, is_recipe
     from losskit.arena.retrieval_specs import is_special_track, special_track
     from losskit.arena.trial import Trial
     from losskit.labels import canonical_multilabel_scenario, canonical_scenario
@@ -144,6 +145,8 @@ def build_trials(suite: Suite, data_dir: str | None) -> list:
                 name, params = parse_objective(spec)
                 if checker is not None:  # the track's own objective rules
                     checker(name, params)
+                elif is_recipe(name) and family is None and not track.teacher:
+                    check_recipe(name, params, track.model)
                 else:
                     if track.teacher:  # imports the objective's module, checks the teacher
                         from losskit.arena.distill_trial import check_distill_objective

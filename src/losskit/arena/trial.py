@@ -55,15 +55,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from losskit.arena.metrics import classification_metrics
 from losskit.arena.models import MODELS, Standardizer, build_model, is_image
+from losskit.arena.scenario_data import multiclass_result, prepare_multiclass
 
 SCHEMA_VERSION = 1
 OPTIMIZERS = ("adam", "sgd")
 CONTEXT_ARGS = (
     "class_counts", "num_samples", "num_classes", "num_epochs", "label_cooccurrence",
 )  # fmt: skip
-LONG_TAIL_RATIO = 2.0  # observed max/min class count from which group accuracies are reported
 EVAL_BATCH = 1024
 
 
@@ -313,9 +312,11 @@ def run_trial(
     after every epoch (curves ``train_loss``, ``test_accuracy``) and the reported metrics are
     those of the final epoch. Group (head/medium/tail) accuracies are added when ``long_tail``
     is true, or, when it is ``None``, when the observed class counts have a max/min ratio of at
-    least :data:`LONG_TAIL_RATIO`. ``dataset_loader``, ``scenario_fn`` and ``groups_fn`` default
-    to ``losskit.arena.datasets.load_dataset``, ``losskit.labels.apply_scenario`` and
-    ``losskit.labels.class_groups``. A non-finite loss stops training (``"diverged": true``).
+    least :data:`~losskit.arena.scenario_data.LONG_TAIL_RATIO`. ``dataset_loader``,
+    ``scenario_fn`` and ``groups_fn`` default to ``losskit.arena.datasets.load_dataset``,
+    ``losskit.labels.apply_scenario`` and ``losskit.labels.class_groups``. A non-finite loss
+    stops training (``"diverged": true``). Training recipes (:mod:`losskit.arena.recipes`) run
+    in place of the objective loop, on the same scenario data and with the same record.
     ``threads``: torch threads during the trial, default 1: CPU kernels can round differently
     with other thread counts, and one thread makes the result a function of the trial alone,
     the same sequentially, in a pool or on Ray (parallelism comes from ``workers``). The
@@ -358,24 +359,22 @@ def run_trial(
         raise ValueError(
             f"run_trial supports multiclass and multilabel datasets; {ds.name!r} is {ds.task!r}"
         )
-    if scenario_fn is None:
-        from losskit.labels import apply_scenario as scenario_fn
-    c = scenario_fn(trial.scenario, ds.y_train, ds.num_classes, seed=trial.seed, extras=ds.extras)
-    index = np.asarray(c.index, dtype=np.int64)
-    labels = np.asarray(c.labels, dtype=np.int64)
-    if labels.shape != index.shape or len(labels) == 0:
-        raise ValueError(f"scenario {trial.scenario!r} returned mismatched or empty labels")
-    x_train = ds.x_train[index]
-    counts = np.bincount(labels, minlength=ds.num_classes)
-    ratio = float(counts.max() / max(counts.min(), 1))
-    data_time = time.perf_counter() - start
+    from losskit.arena.recipes import is_recipe, run_recipe
 
+    data = prepare_multiclass(trial, ds, scenario_fn, start=start)
+    finish = dict(start=start, groups_fn=groups_fn, long_tail=long_tail)
+    if is_recipe(trial.objective):
+        with deterministic(threads):
+            torch.manual_seed(trial.seed)
+            logits, curves, extra = run_recipe(trial, data)
+        return multiclass_result(data, logits, curves, versions=versions(), extra=extra, **finish)
+    x_train, labels = data.x_train, data.labels
     with deterministic(threads):
         torch.manual_seed(trial.seed)
-        std = Standardizer.fit(x_train)
+        std = data.std
         model = build_model(trial.model, x_train[:1], ds.num_classes)
         context = {
-            "class_counts": torch.as_tensor(counts, dtype=torch.long),
+            "class_counts": torch.as_tensor(data.counts, dtype=torch.long),
             "num_samples": len(labels),
             "num_classes": ds.num_classes,
             "num_epochs": trial.epochs,
@@ -404,27 +403,6 @@ def run_trial(
             curves["test_accuracy"].append(acc)
             if diverged_at is not None:
                 break
-
-    if long_tail is None:
-        long_tail = ratio >= LONG_TAIL_RATIO
-    groups = None
-    if long_tail:
-        if groups_fn is None:
-            from losskit.labels import class_groups as groups_fn
-        groups = {k: np.asarray(v, dtype=np.int64) for k, v in groups_fn(counts).items()}
-    scored = classification_metrics(logits, ds.y_test, ds.num_classes, groups)
-    clean = np.asarray(c.clean, dtype=np.int64)
-    return {
-        **scored,
-        "class_groups": None if groups is None else {k: v.tolist() for k, v in groups.items()},
-        "noise_rate": float(np.mean(labels != clean)),
-        "num_train": int(len(labels)),
-        "train_class_counts": counts.tolist(),
-        "imbalance_ratio": ratio,
-        "diverged": diverged_at is not None,
-        "diverged_epoch": diverged_at,
-        "curves": curves,
-        "data_time": data_time,
-        "wall_time": time.perf_counter() - start,
-        "versions": versions(),
-    }
+    return multiclass_result(
+        data, logits, curves, versions=versions(), diverged_at=diverged_at, **finish
+    )
