@@ -5,7 +5,9 @@ An objective spec is a registered name with optional hyperparameters:
 dataset with its model, epochs, scenarios and objectives (and optionally batch size and
 learning rate), expanded over the suite's seeds.
 
-Suites ``quick`` and ``standard`` are multiclass; ``multilabel`` runs the multi-label
+Suites ``quick`` and ``standard`` are multiclass; ``noisy`` sets the training recipes of
+:mod:`losskit.arena.recipes` (named like objectives) against the noise-robust objectives in
+noisy and long-tail scenarios; ``multilabel`` runs the multi-label
 objectives on GoEmotions, MULAN yeast and scene under partial labels (scenarios of
 :mod:`losskit.labels.multilabel`); ``extreme`` and ``extreme_quick`` are the synthetic
 extreme-classification track of :mod:`losskit.arena.extreme`, whose "dataset" is a
@@ -139,6 +141,12 @@ REGRESSION_OBJECTIVES = (
     f"{_CONR},base_loss=l1,reg_weight=1",
     f"{_CONR},base_loss=mse,reg_weight=1",
 )
+# Training recipes (losskit.arena.recipes) against the noise-robust objectives: confident
+# learning's cleaned set (34), co-teaching, nested dropout and both (12), RCAL (32); in the
+# long tails pseudo-labels and self-supervised pre-training (15) and RSS (41), whose
+# unlabeled data are the training samples the long-tail scenario dropped.
+NOISY_RECIPES = ("cleaned", "co_teaching", "nested_dropout", "co_teaching_nested", "rcal")
+LONG_TAIL_RECIPES = ("semi_supervised", "ssp", "rss")
 SUITES: dict[str, Suite] = {
     "quick": Suite(
         "quick",
@@ -167,6 +175,23 @@ SUITES: dict[str, Suite] = {
             Track("cifar10", "cnn", 10, ("longtail:100",), ("cross_entropy", "ldam:drw_start=8")),
             Track("cifar10", "cnn", 10,
                   ("subset:0.2+cifar10n:aggre", "subset:0.2+cifar10n:random1"), _CIFAR),
+        ),
+    ),
+    "noisy": Suite(
+        "noisy",
+        (
+            Track("digits", "mlp", 30,
+                  ("symmetric:0.2", "symmetric:0.4", "symmetric:0.6", "pairflip:0.4",
+                   "longtail:10+symmetric:0.2"),
+                  (*_CIFAR, *NOISY_RECIPES)),
+            Track("digits", "mlp", 30, ("longtail:100",),
+                  ("cross_entropy", "ldam:drw_start=24", *LONG_TAIL_RECIPES)),
+            Track("trec6", "mlp", 20, ("symmetric:0.4", "pairflip:0.4"),
+                  (*_CIFAR, *NOISY_RECIPES)),
+            Track("cifar10", "cnn", 10, ("subset:0.2+cifar10n:worst",), (*_CIFAR, *NOISY_RECIPES)),
+            # RSS's inner ascent (5 steps on every labelled and pool image) is left out here.
+            Track("cifar10", "cnn", 10, ("longtail:100",),
+                  ("cross_entropy", "ldam:drw_start=8", "semi_supervised", "ssp")),
         ),
     ),
     "multilabel": Suite(
