@@ -118,3 +118,45 @@ def test_recipe_trial_keys_differ_from_objective_keys():
     keys = {Trial("digits", "clean", n, model="mlp").key() for n in (*NOISY, *LONG_TAIL)}
     assert len(keys) == len(NOISY) + len(LONG_TAIL)
     assert np.all([is_recipe(n) for n in RECIPES])
+
+
+def _rec(sc: str, obj: str, acc: float, recipe: dict | None = None) -> dict:
+    r = {"dataset": "digits", "scenario": sc, "objective": obj, "noise_rate": 0.4,
+         "metrics": {"accuracy": acc, "balanced_accuracy": acc}}  # fmt: skip
+    return {**r, "recipe": recipe} if recipe is not None else r
+
+
+def test_recipe_claims_cover_their_scenarios_only():
+    from losskit.arena.claims import check_claims
+
+    recs = []
+    for sc in ("pairflip:0.4", "longtail:100", "longtail:10+symmetric:0.2", "clean"):
+        for obj, acc in (
+            ("cross_entropy", (0.70, 0.72)),
+            ("cleaned", (0.8, 0.81)),
+            ("rcal", (0.75, 0.76)),
+            ("semi_supervised", (0.6, 0.61)),
+        ):
+            recs += [_rec(sc, obj, a) for a in acc]  # fmt: skip
+    cells = {(r["scenario"], r["objective"]): r["reproduced"] for r in check_claims(recs)}
+    assert cells[("pairflip:0.4", "cleaned")] == "yes"
+    assert ("longtail:100", "cleaned") not in cells  # no noise: the cleaning claim is silent
+    assert cells[("longtail:10+symmetric:0.2", "rcal")] == "yes"
+    assert ("pairflip:0.4", "rcal") not in cells  # RCAL's claim needs noise and a long tail
+    assert cells[("longtail:100", "semi_supervised")] == "no"
+    assert ("longtail:10+symmetric:0.2", "semi_supervised") not in cells
+    assert not any(sc == "clean" for sc, _ in cells)
+
+
+def test_recipe_table_averages_the_diagnostics():
+    from losskit.arena.recipe_report import recipe_table
+
+    recs = [_rec("symmetric:0.4", "cleaned", 0.8, {"removed_fraction": f, "removed_precision": 0.9})
+            for f in (0.3, 0.5)]  # fmt: skip
+    recs += [_rec("symmetric:0.4", "nested_dropout", 0.8, {"cut": c, "dim": 256}) for c in (9, 11)]
+    recs.append(_rec("symmetric:0.4", "cross_entropy", 0.7))
+    table = recipe_table(recs)
+    assert "| digits / symmetric:0.4 | `cleaned` (34) | 2 | removed 40.0 %; removed that were " \
+           "noisy 90.0 % |" in table  # fmt: skip
+    assert "cut (of dim) 10 of 256" in table and "cross_entropy" not in table
+    assert recipe_table([_rec("clean", "cross_entropy", 0.7)]) == ""

@@ -35,6 +35,18 @@ def _distilled(ds: str, sc: str) -> bool:
     return "(teacher " in ds
 
 
+def _any_noise(ds: str, sc: str) -> bool:
+    return any(p.startswith(("symmetric", "pairflip", "cifar10n")) for p in sc.split("+"))
+
+
+def _noisy_long_tail(ds: str, sc: str) -> bool:
+    return _any_noise(ds, sc) and "longtail" in sc
+
+
+def _long_tail_only(ds: str, sc: str) -> bool:
+    return sc.startswith("longtail:") and not _any_noise(ds, sc)
+
+
 _KD_FAMILY = ("kd:alpha=0.9", "kd:alpha=0.9,temperature=1", "dkd", "nkd", "nd", "dual_head_kd",
               "ferkd")  # fmt: skip
 CLAIMS = (
@@ -44,6 +56,20 @@ CLAIMS = (
     Claim("On CIFAR-10N worst (40% real noise) the same comparison", (4, 37), "accuracy",
           "cross_entropy", ("generalized_cross_entropy", "comp_sum:tau=1.5", "ldr_kl"),
           _noisy("cifar10n:worst")),
+    Claim("Under label noise, retraining on the set cleaned by confident learning beats "
+          "cross-entropy", (34,), "accuracy", "cross_entropy", ("cleaned",), _any_noise),
+    Claim("Under label noise co-teaching, nested dropout and their combination beat "
+          "cross-entropy", (12,), "accuracy", "cross_entropy",
+          ("co_teaching", "nested_dropout", "co_teaching_nested"), _any_noise),
+    Claim("Nested dropout followed by co-teaching beats co-teaching alone", (12,), "accuracy",
+          "co_teaching", ("co_teaching_nested",), _any_noise),
+    Claim("On noisy long-tailed labels RCAL beats cross-entropy", (32,), "balanced_accuracy",
+          "cross_entropy", ("rcal",), _noisy_long_tail),
+    Claim("Under a long tail, pseudo-labels on extra unlabeled data and self-supervised "
+          "pre-training beat cross-entropy", (15,), "balanced_accuracy", "cross_entropy",
+          ("semi_supervised", "ssp"), _long_tail_only),
+    Claim("Under a long tail, RSS with unlabeled data beats cross-entropy", (41,),
+          "balanced_accuracy", "cross_entropy", ("rss",), _long_tail_only),
     Claim("Under a long tail LDAM with DRW beats cross-entropy on balanced accuracy", (14,),
           "balanced_accuracy", "cross_entropy", ("ldam:drw_start=24", "ldam:drw_start=8"),
           lambda ds, sc: sc.startswith(("longtail:100", "natural"))),

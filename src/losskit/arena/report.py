@@ -22,6 +22,8 @@ from losskit.arena.leaderboard import (
     task_of,
     terminal_table,
 )
+from losskit.arena.recipe_report import NOTE as RECIPE_NOTE
+from losskit.arena.recipe_report import recipe_table
 from losskit.arena.retrieval_report import NOTE as RETRIEVAL_NOTE
 from losskit.arena.retrieval_report import TASKS as RETRIEVAL_TASKS
 from losskit.arena.retrieval_report import retrieval_sections
@@ -113,6 +115,9 @@ def build_report(
             claims,
             "",
         ]
+    recipes = recipe_table(records)
+    if recipes:
+        md += ["## Training recipes", "", RECIPE_NOTE, "", recipes, ""]
     for b in boards:
         md += [
             f"## {b.dataset} / {b.scenario} ({b.rate_label})",
@@ -141,6 +146,9 @@ def build_report(
         f"<p>Command: <code>{html.escape(command)}</code><br>Versions: {html.escape(ver)}<br>"
         f"{len(records)} trials; final epoch; mean ± std over seeds (%).</p>",
     ]
+    if recipes:
+        parts.append(f"<h2>Training recipes</h2><p>{html.escape(RECIPE_NOTE)}</p>")
+        parts.append(_html_table(recipes))
     for b in boards:
         parts.append(
             f"<h2>{html.escape(b.dataset)} / {html.escape(b.scenario)} "
