@@ -181,3 +181,51 @@ def test_bad_inputs_exit_2_with_clear_message(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (name, err)
     assert not (tmp_path / "o").exists()
+
+
+def _section(dataset: str, scenario: str, noise: float, rows: dict[str, float]) -> str:
+    lines = [
+        f"## {dataset} / {scenario} (noise {100 * noise:.1f}%)",
+        "",
+        "| rank | objective | seeds | accuracy | balanced_accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    ranked = sorted(rows.items(), key=lambda kv: -kv[1])
+    lines += [f"| {i + 1} | `{o}` | 3 | {a:.1f} ± 1.0 | {a:.1f} ± 1.0 |"
+              for i, (o, a) in enumerate(ranked)]  # fmt: skip
+    return "\n".join([*lines, ""])
+
+
+def test_recipes_ranked_by_their_gain_with_the_nearest_evidence(tmp_path):
+    standard = _section("digits", "symmetric:0.4", 0.4, {"cross_entropy": 80.0, "ldr_kl": 90.0})
+    noisy = "\n".join([
+        _section("digits", "symmetric:0.4", 0.4,
+                 {"cross_entropy": 79.0, "co_teaching": 91.0, "cleaned": 85.0}),
+        _section("digits", "symmetric:0.6", 0.6, {"cross_entropy": 60.0, "nested_dropout": 70.0}),
+    ])  # fmt: skip
+    (tmp_path / "standard.md").write_text(standard)
+    (tmp_path / "noisy.md").write_text(noisy)
+    evidence = load_evidence(tmp_path)
+    assert [s.source for s in evidence] == ["docs/results/standard.md", *["docs/results/noisy.md"]
+                                            * 2]  # fmt: skip
+    rec = recommend(0.4, "symmetric", 1.0, evidence)
+    assert rec["closest_scenario"]["source"] == "docs/results/standard.md"  # the earlier file
+    assert [o["objective"] for o in rec["objectives"]] == ["ldr_kl", "cross_entropy"]
+    by = {r["recipe"]: r for r in rec["recipes"]}
+    assert [r["gap_to_cross_entropy"] for r in rec["recipes"]] == [12.0, 10.0, 6.0, None]
+    assert by["co-teaching"]["evidence"].startswith(
+        "nearest scenario with this recipe: digits / symmetric:0.4 in docs/results/noisy.md"
+    )
+    assert "symmetric:0.6" in by["nested dropout"]["evidence"]
+    assert by["nested dropout, then co-teaching"]["evidence"] == "no arena evidence yet"
+    assert not any("RCAL" in r for r in by)  # no long tail estimated
+
+
+def test_doctor_on_a_named_arena_dataset():
+    from losskit.doctor.inputs import load_data
+
+    data = load_data("digits", n_folds=3, seed=0)
+    assert data.dataset == "digits" and data.pred_probs.shape == (len(data.labels), 10)
+    d = diagnose(data, top_k=10)
+    assert d.noise_rate < 0.05  # sklearn's digits are cleanly labelled
+    assert d.recommendation["closest_scenario"]["name"].startswith("digits") or not load_evidence()

@@ -1,7 +1,8 @@
 """Recommendations of ``losskit doctor``, resting on the committed arena results.
 
-The evidence table is parsed from the arena's markdown reports (``docs/results/standard.md``
-and ``quick.md``): one section per ``## dataset / scenario (noise X%)`` with a ranked table
+The evidence table is parsed from the arena's markdown reports (``docs/results/standard.md``,
+``noisy.md``, whose rows include the training recipes of :mod:`losskit.arena.recipes`, and
+``quick.md``): one section per ``## dataset / scenario (noise X%)`` with a ranked table
 ``| rank | objective | seeds | accuracy | balanced_accuracy | ... |`` of ``mean ± std`` over
 seeds. A scenario's situation is its noise rate (measured, from the heading), its noise
 structure (``symmetric``, ``pair`` for ``pairflip``, ``real`` for ``cifar10n``, ``none``) and
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parents[3] / "docs" / "results"
-RESULT_FILES = ("standard.md", "quick.md")
+RESULT_FILES = ("standard.md", "noisy.md", "quick.md")
 CLEAN_NOISE = 0.05
 """Below this noise rate a situation counts as clean (no noise structure)."""
 IMBALANCED = 10.0
@@ -117,18 +119,16 @@ def parse_results(text: str, source: str) -> list[Scenario]:
 
 def load_evidence(results_dir: str | Path | None = None) -> list[Scenario]:
     """Scenarios of :data:`RESULT_FILES` in ``results_dir`` (default: the repository's
-    ``docs/results``), first occurrence of a ``dataset / scenario`` kept; controlled only."""
+    ``docs/results``), in file order, controlled ones only. A ``dataset / scenario`` may occur
+    in several files (different suites); matching prefers the earlier file."""
     root = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    seen: set[str] = set()
     out: list[Scenario] = []
     for name in RESULT_FILES:
         path = root / name
         if not path.is_file():
             continue
         for s in parse_results(path.read_text(), f"docs/results/{name}"):
-            controlled = s.scenario not in UNCONTROLLED and s.dataset not in SKEWED_CLEAN
-            if s.name not in seen and controlled:
-                seen.add(s.name)
+            if s.scenario not in UNCONTROLLED and s.dataset not in SKEWED_CLEAN:
                 out.append(s)
     return out
 
@@ -179,17 +179,52 @@ def rank_objectives(s: Scenario) -> list[dict]:
 RECIPES = (
     ("clean with find_label_issues then retrain", "cleaned", "losskit.labels.find_label_issues"),
     ("co-teaching", "co_teaching", "losskit.procedures.co_teaching"),
+    ("nested dropout, then co-teaching", "co_teaching_nested",
+     "losskit.procedures.nested_dropout_net + co_teaching(selection='eval')"),
+    ("nested dropout", "nested_dropout", "losskit.procedures.nested_dropout_net"),
     ("RCAL (noise and long tail together)", "rcal", "losskit.procedures.rcal"),
-)
+    ("pseudo-labels on extra unlabeled data", "semi_supervised",
+     "losskit.procedures.semi_supervised_training"),
+    ("self-supervised pre-training", "ssp", "losskit.procedures.ssp_training"),
+    ("RSS with (out-of-domain) unlabeled data", "rss", "losskit.procedures.rss_training"),
+)  # fmt: skip
+"""``(title, arena row name, API)`` of the training recipes the doctor may recommend."""
 
 
-def recipe_evidence(key: str, scenario: Scenario | None) -> str:
-    """Arena rows of a recipe in the matched scenario, or ``"no arena evidence yet"``."""
-    if scenario is not None:
-        for row in rank_objectives(scenario):
-            if row["objective"].split(":")[0] == key:
-                return row["evidence"]
-    return "no arena evidence yet"
+def recipe_fits(key: str, noise: float, imbalance: float) -> tuple[bool, str]:
+    """Whether recipe ``key`` suits the situation, and why."""
+    noisy = f"estimated noise {noise:.1%}"
+    if key == "cleaned":
+        return noise >= CLEAN_NOISE, f"{noisy} >= {CLEAN_NOISE:.0%}"
+    if key in ("co_teaching", "co_teaching_nested", "nested_dropout"):
+        return noise >= 0.2, f"{noisy} >= 20%"
+    if key == "rcal":
+        why = f"noise {noise:.1%} with imbalance ratio {imbalance:.1f} >= {IMBALANCED:.0f}"
+        return noise >= CLEAN_NOISE and imbalance >= IMBALANCED, why
+    return imbalance >= IMBALANCED, f"imbalance ratio {imbalance:.1f} >= {IMBALANCED:.0f}"
+
+
+def _row(key: str, scenario: Scenario) -> dict | None:
+    return next((r for r in rank_objectives(scenario) if r["objective"].split(":")[0] == key), None)
+
+
+def recipe_evidence(
+    key: str, best: Scenario | None, evidence: list[Scenario], where: Callable[[Scenario], float]
+) -> tuple[str, float | None]:
+    """``(evidence text, gap to cross-entropy in points)`` of a recipe: its row in the matched
+    scenario ``best``, else in the scenario nearest the situation (``where``: distance) that
+    has one, else ``("no arena evidence yet", None)``."""
+    rows = [] if best is None else [(best, _row(key, best))]
+    rows += sorted(((s, _row(key, s)) for s in evidence if s is not best),
+                   key=lambda item: where(item[0]))  # fmt: skip
+    for scenario, row in rows:
+        if row is None:
+            continue
+        base = _row("cross_entropy", scenario)
+        gap = None if base is None else row["mean"] - base["mean"]
+        prefix = "" if scenario is best else "nearest scenario with this recipe: "
+        return prefix + row["evidence"], gap
+    return "no arena evidence yet", None
 
 
 def recommend(
@@ -211,20 +246,18 @@ def recommend(
     ranked = sorted(enumerate(evidence), key=key)
     best = ranked[0][1] if ranked else None
     recipes = []
-    for title, key, where in RECIPES:
-        if key == "cleaned":
-            fits = noise >= CLEAN_NOISE
-            why = f"estimated noise {noise:.1%} >= {CLEAN_NOISE:.0%}"
-        elif key == "co_teaching":
-            fits = noise >= 0.2
-            why = f"estimated noise {noise:.1%} >= 20%"
-        else:
-            fits = noise >= CLEAN_NOISE and imbalance >= IMBALANCED
-            why = f"noise {noise:.1%} with imbalance ratio {imbalance:.1f} >= {IMBALANCED:.0f}"
+    for title, name, api in RECIPES:
+        fits, why = recipe_fits(name, noise, imbalance)
         if fits:
-            recipes.append(
-                {"recipe": title, "api": where, "why": why, "evidence": recipe_evidence(key, best)}
+            text, gap = recipe_evidence(
+                name, best, evidence, lambda s: distance(noise, structure, imbalance, s)
             )
+            recipes.append({"recipe": title, "api": api, "why": why, "evidence": text,
+                            "gap_to_cross_entropy": gap})  # fmt: skip
+    # Ranked by the arena gain over cross-entropy; recipes without evidence last.
+    recipes.sort(
+        key=lambda r: (r["gap_to_cross_entropy"] is None, -(r["gap_to_cross_entropy"] or 0.0))
+    )
     return {
         "situation": {"noise_rate": noise, "structure": structure, "imbalance_ratio": imbalance},
         "closest_scenario": None
