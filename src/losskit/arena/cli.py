@@ -78,6 +78,12 @@ def _list() -> int:
     print("scenarios: " + ", ".join(list_scenarios()))
     losses = [e.name for e in losskit.catalog(kind="loss", family="classification")]
     print("objectives: " + ", ".join(losses))
+    from losskit.arena.recipes import RECIPES
+
+    print("training recipes (multiclass): " + ", ".join(
+        f"{name} [{', '.join(f'{k}={v}' for k, v in r.defaults.items())}]"
+        for name, r in RECIPES.items()
+    ))  # fmt: skip
     print("multi-label scenarios: " + ", ".join(list_multilabel_scenarios()))
     losses = [e.name for e in losskit.catalog(kind="loss", family="multilabel")]
     print("multi-label objectives: " + ", ".join(losses))
