@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from losskit.doctor import add_parser, diagnose, from_arrays
-from losskit.doctor.recommend import RESULTS_DIR, load_evidence, parse_results, recommend
+from losskit.doctor.recommend import (
+    RESULT_FILES,
+    RESULTS_DIR,
+    load_evidence,
+    parse_results,
+    recommend,
+)
 
 K, N, D = 5, 2000, 8
 RATE_TOL = 0.05  # |estimated - injected| noise rate; measured <= 0.002 (seeds 0-5)
@@ -83,12 +89,13 @@ def _table(path: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def test_parsed_evidence_agrees_with_markdown():
-    path = RESULTS_DIR / "standard.md"
+@pytest.mark.parametrize("name", RESULT_FILES)
+def test_parsed_evidence_agrees_with_markdown(name):
+    path = RESULTS_DIR / name
     if not path.is_file():
-        pytest.skip("docs/results/standard.md is not in this checkout")
+        pytest.skip(f"docs/results/{name} is not in this checkout")
     reference = _table(path)
-    parsed = parse_results(path.read_text(), "standard.md")
+    parsed = parse_results(path.read_text(), name)
     assert {s.name for s in parsed} == {h for h, rows in reference.items() if rows}
     for s in parsed:
         got = {r.objective: "{:.1f} ± {:.1f}".format(*r.metrics["accuracy"]) for r in s.results}
