@@ -31,17 +31,26 @@ NOTE = (
     "robust loss plus 0.1 x robust self-labelling loss on that pool (gamma 1, 5 ascent "
     "steps, pool term from half-way)."
 )
-_SHOWN = {
-    "removed_fraction": "removed",
-    "removed_precision": "removed that were noisy",
-    "removed_recall": "noisy labels removed",
-    "forget_rate": "forget rate",
-    "kept_clean_fraction": "clean among kept",
-    "cut": "cut (of dim)",
-    "pseudo_label_accuracy": "pseudo-label accuracy",
-    "pool_size": "pool size",
-    "kept_fraction": "LOF inliers",
+_SHOWN = {  # key -> (label, format: "%" percent of a fraction, "n" count, "x" plain number)
+    "removed_fraction": ("removed", "%"),
+    "removed_precision": ("removed that were noisy", "%"),
+    "removed_recall": ("noisy labels removed", "%"),
+    "forget_rate": ("forget rate", "%"),
+    "kept_clean_fraction": ("clean among kept", "%"),
+    "cut": ("cut (of dim)", "cut"),
+    "pseudo_label_accuracy": ("pseudo-label accuracy", "%"),
+    "pool_size": ("pool size", "n"),
+    "kept_fraction": ("LOF inliers", "%"),
+    "pretrain_loss": ("last pre-training loss", "x"),
 }
+
+
+def _cell(label: str, kind: str, mean: float, rows: list[Record]) -> str:
+    if kind == "cut":
+        return f"{label} {mean:.0f} of {rows[0]['recipe'].get('dim', '?')}"
+    if kind == "n":
+        return f"{label} {mean:.0f}"
+    return f"{label} {mean:.3f}" if kind == "x" else f"{label} {100 * mean:.1f} %"
 
 
 def is_recipe_record(r: Record) -> bool:
@@ -61,17 +70,10 @@ def recipe_table(records: Iterable[Record]) -> str:
            "|---|---|---|---|"]  # fmt: skip
     for (ds, sc, obj), rows in sorted(groups.items()):
         cells = []
-        for key, label in _SHOWN.items():
+        for key, (label, kind) in _SHOWN.items():
             values = [r["recipe"][key] for r in rows if key in r["recipe"]]
-            if not values:
-                continue
-            mean = float(np.mean(values))
-            if key == "cut":
-                cells.append(f"{label} {mean:.0f} of {rows[0]['recipe'].get('dim', '?')}")
-            elif key == "pool_size":
-                cells.append(f"{label} {mean:.0f}")
-            else:
-                cells.append(f"{label} {100 * mean:.1f} %")
+            if values:
+                cells.append(_cell(label, kind, float(np.mean(values)), rows))
         papers = ", ".join(map(str, recipe_papers(obj.split(":")[0])))
         out.append(f"| {ds} / {sc} | `{obj}` ({papers}) | {len(rows)} | {'; '.join(cells)} |")
     return "\n".join(out)
