@@ -9,7 +9,7 @@ import torch
 
 from losskit.arena.recipe_run import augment_images
 from losskit.arena.recipes import RECIPES, check_recipe, is_recipe
-from losskit.arena.suites import Suite, Track
+from losskit.arena.suites import Suite, Track, parse_objective
 from losskit.arena.trial import Trial, run_trial
 from tests.arena.test_runner import FAKES, fake_loader, fake_scenario, image_loader
 
@@ -160,3 +160,17 @@ def test_recipe_table_averages_the_diagnostics():
            "noisy 90.0 % |" in table  # fmt: skip
     assert "cut (of dim) 10 of 256" in table and "cross_entropy" not in table
     assert recipe_table([_rec("clean", "cross_entropy", 0.7)]) == ""
+
+
+def test_noisy_suite_specs_are_valid():
+    from losskit.arena.cli import build_trials
+    from losskit.arena.suites import get_suite
+
+    suite = get_suite("noisy")
+    for track in suite.tracks:  # every recipe spec with its parameters and model
+        for spec in track.objectives:
+            name, params = parse_objective(spec)
+            if is_recipe(name):
+                check_recipe(name, params, track.model)
+    trials = build_trials(Suite("noisy", suite.tracks[:2], 1), None)  # digits: always present
+    assert {t.objective for t in trials} >= {"cleaned", "rcal", "semi_supervised", "rss"}
