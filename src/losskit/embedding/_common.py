@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from losskit._core.checks import check_finite, check_number, check_reduction, checks_enabled
 from losskit._core.precision import upcast_all
+from losskit._core.reduction import reduce_loss
 
 
 @dataclass
@@ -201,6 +202,15 @@ def prepare_pairs(
     return PairBatch(similarities(query, keys, normalize), pos, valid, query.dtype)
 
 
+def reduce_anchors(per_anchor: Tensor, has: Tensor, reduction: str) -> Tensor:
+    """Per-anchor losses reduced as in the module docstring: ``"none"`` and ``"sum"`` as usual,
+    ``"mean"`` over the anchors where ``has`` is true (those with a positive); 0 when there
+    is none."""
+    if reduction == "mean":
+        return per_anchor.sum() / has.sum().clamp_min(1).to(per_anchor.dtype)
+    return reduce_loss(per_anchor, reduction)
+
+
 def multi_positive_nll(b: PairBatch, temperature: float, reduction: str) -> Tensor:
     """``l_i = -1/|P(i)| sum_{p in P(i)} log softmax_{a in A(i)}(s_ia / T)_p`` per anchor,
     reduced as in the module docstring. Excluded candidates and anchors without a positive
@@ -215,13 +225,7 @@ def multi_positive_nll(b: PairBatch, temperature: float, reduction: str) -> Tens
     log_prob = torch.log_softmax(logits, dim=1)
     picked = torch.where(b.pos, log_prob, torch.zeros_like(log_prob))
     per_anchor = -picked.sum(dim=1) / count.clamp_min(1).to(picked.dtype)
-    if reduction == "none":
-        out = per_anchor
-    elif reduction == "sum":
-        out = per_anchor.sum()
-    else:
-        out = per_anchor.sum() / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
-    return out.to(b.dtype)
+    return reduce_anchors(per_anchor, has_pos, reduction).to(b.dtype)
 
 
 class EmbeddingLossModule(nn.Module):

@@ -43,13 +43,13 @@ from torch import Tensor, nn
 
 from losskit._core.checks import check_finite, check_number, check_reduction, checks_enabled
 from losskit._core.precision import upcast
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
 from losskit.embedding._common import (
     PairBatch,
     check_temperature,
     multi_positive_nll,
     prepare_labels,
+    reduce_anchors,
 )
 
 _DEFAULTS = {"beta": 0.1, "tau_min": 1e-5, "tau_max": 2.0, "topk": None, "normalize": True}
@@ -155,10 +155,7 @@ def amcl_loss(
         else:
             per_head.append(_topk_nll(g, b, k))
     total = torch.stack(per_head).sum(dim=0)
-    if reduction == "mean":
-        count = b.pos.any(dim=1).sum().clamp_min(1).to(total.dtype)
-        return (reduce_loss(total, "sum") / count).to(z.dtype)
-    return reduce_loss(total, reduction).to(z.dtype)
+    return reduce_anchors(total, b.pos.any(dim=1), reduction).to(z.dtype)
 
 
 class PairTemperature(nn.Module):

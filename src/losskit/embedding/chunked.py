@@ -40,7 +40,12 @@ from torch.autograd.function import once_differentiable
 
 from losskit._core.checks import check_number, check_reduction, checks_enabled
 from losskit._core.precision import upcast_all
-from losskit.embedding._common import check_embeddings, check_labels, check_temperature
+from losskit.embedding._common import (
+    check_embeddings,
+    check_labels,
+    check_temperature,
+    reduce_anchors,
+)
 
 BLOCK_ELEMENTS = 2**21
 
@@ -102,13 +107,7 @@ def _chunk(chunk_size: int | None, n: int) -> int:
 def _reduce(per_anchor: Tensor, has_pos: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
     """The embedding package's reduction (see ``losskit.embedding._common``)."""
     per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
-    if reduction == "none":
-        out = per_anchor
-    elif reduction == "sum":
-        out = per_anchor.sum()
-    else:
-        out = per_anchor.sum() / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
-    return out.to(dtype)
+    return reduce_anchors(per_anchor, has_pos, reduction).to(dtype)
 
 
 def chunked_info_nce_loss(

@@ -41,13 +41,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from losskit._core.checks import check_reduction
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
 from losskit.embedding._common import (
     LabelLossModule,
     PairBatch,
     check_embeddings,
     prepare_labels,
+    reduce_anchors,
     similarities,
 )
 from losskit.embedding.diffsort import check_sort_options, soft_sort
@@ -90,13 +90,6 @@ def _per_anchor(b: PairBatch, topk: int | None, sort_kw: dict) -> Tensor:
     return out
 
 
-def _reduce(per_anchor: Tensor, b: PairBatch, reduction: str) -> Tensor:
-    if reduction == "mean":
-        count = b.pos.any(dim=1).sum().clamp_min(1).to(per_anchor.dtype)
-        return (reduce_loss(per_anchor, "sum") / count).to(b.dtype)
-    return reduce_loss(per_anchor, reduction).to(b.dtype)
-
-
 def groco_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -131,7 +124,8 @@ def groco_loss(
     if stop_grad:
         ref = embeddings if ref_embeddings is None else ref_embeddings
         b.sim = similarities(embeddings, ref.detach(), normalize)
-    return _reduce(_per_anchor(b, topk, sort_kw), b, reduction)
+    per_anchor = _per_anchor(b, topk, sort_kw)
+    return reduce_anchors(per_anchor, b.pos.any(dim=1), reduction).to(b.dtype)
 
 
 def groco_views_loss(

@@ -31,7 +31,12 @@ from torch import Tensor, nn
 from losskit._core.checks import check_finite, check_number, check_reduction, checks_enabled
 from losskit._core.precision import compute_dtype, upcast_all
 from losskit._core.registry import register
-from losskit.embedding._common import check_candidate_mask, check_embeddings, similarities
+from losskit.embedding._common import (
+    check_candidate_mask,
+    check_embeddings,
+    reduce_anchors,
+    similarities,
+)
 from losskit.embedding.proxy_anchor import (
     ProxyAnchorLoss,
     check_proxies,
@@ -72,14 +77,6 @@ def _mixed_inputs(
     return t * valid, (1.0 - t) * valid, valid.any(dim=1)
 
 
-def _reduce(per_anchor: Tensor, has: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
-    if reduction == "mean":
-        out = per_anchor.sum() / has.sum().clamp_min(1).to(per_anchor.dtype)
-    else:
-        out = per_anchor.sum() if reduction == "sum" else per_anchor
-    return out.to(dtype)
-
-
 def check_contrastive(pos_margin: float, neg_margin: float) -> dict[str, float]:
     return {
         "pos_margin": check_number("pos_margin", pos_margin, low=0.0),
@@ -118,7 +115,7 @@ def mixed_contrastive_loss(
     tiny = torch.finfo(sq.dtype).tiny  # sqrt has an infinite slope at 0: keep d = 0 flat
     d = torch.where(sq > tiny, sq.clamp_min(tiny).sqrt(), torch.zeros_like(sq))
     per_anchor = wp * F.relu(d - hp["pos_margin"]) + wn * F.relu(hp["neg_margin"] - d)
-    return _reduce(per_anchor.sum(dim=1), has, reduction, embeddings.dtype)
+    return reduce_anchors(per_anchor.sum(dim=1), has, reduction).to(embeddings.dtype)
 
 
 def mixed_multi_similarity_loss(
@@ -142,7 +139,7 @@ def mixed_multi_similarity_loss(
     s = similarities(embeddings, mixed, normalize)
     pos = log1p_sum_exp(-al * (s - ba), wp, dim=1) / al
     neg = log1p_sum_exp(be * (s - ba), wn, dim=1) / be
-    return _reduce(pos + neg, has, reduction, embeddings.dtype)
+    return reduce_anchors(pos + neg, has, reduction).to(embeddings.dtype)
 
 
 def mixed_proxy_anchor_loss(

@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 from losskit._core.checks import check_number, check_reduction
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels
+from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels, reduce_anchors
 
 
 def _check(alpha: float, beta: float, base: float, epsilon: float) -> tuple[float, ...]:
@@ -93,11 +92,7 @@ def multi_similarity_loss(
     pos_part, neg_part = _parts(b, *hp)
     per_anchor = pos_part + neg_part
     has_pos = b.pos.any(dim=1)
-    if reduction == "mean":
-        out = reduce_loss(per_anchor, "sum") / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
-    else:
-        out = reduce_loss(per_anchor, reduction)
-    return out.to(b.dtype)
+    return reduce_anchors(per_anchor, has_pos, reduction).to(b.dtype)
 
 
 class MultiSimilarityLoss(LabelLossModule):

@@ -56,9 +56,13 @@ from torch import Tensor
 
 from losskit._core.checks import check_finite, check_number
 from losskit._core.precision import upcast
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import EmbeddingLossModule, check_temperature, prepare_pairs
+from losskit.embedding._common import (
+    EmbeddingLossModule,
+    check_temperature,
+    prepare_pairs,
+    reduce_anchors,
+)
 
 _DEFAULTS = {"temperature": 1.0, "selection_temperature": 2.0, "normalize": False}
 
@@ -125,12 +129,7 @@ def pooling_bias_loss(
         total = torch.where(pos[:, :, None], terms, torch.zeros_like(terms)).sum(dim=(1, 2))
     pairs = n_pos * neg.sum(dim=1)
     per_anchor = torch.where(pairs > 0, total, torch.zeros_like(total)) / pairs.clamp_min(1)
-    if reduction == "mean":
-        has_pos = n_pos > 0
-        out = reduce_loss(per_anchor, "sum") / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
-    else:
-        out = reduce_loss(per_anchor, reduction)
-    return out.to(b.dtype)
+    return reduce_anchors(per_anchor, n_pos > 0, reduction).to(b.dtype)
 
 
 class PoolingBiasLoss(EmbeddingLossModule):

@@ -48,9 +48,8 @@ from torch import Tensor
 
 from losskit._core.checks import check_number, check_reduction
 from losskit._core.precision import upcast_all
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels
+from losskit.embedding._common import LabelLossModule, PairBatch, prepare_labels, reduce_anchors
 
 _DEFAULTS = {"margin": 0.5, "eps": 1e-6, "normalize": False}
 
@@ -124,11 +123,7 @@ def proto_triplet_loss(
     d_neg = torch.where(neg, d, torch.full_like(d, float("inf"))).amin(dim=1)
     d_neg = torch.where(has, d_neg, d_pos)  # no negative prototype: masked out below
     per_anchor = torch.where(has, torch.relu(d_pos - d_neg + m), zero[:, 0])
-    if reduction == "mean":
-        out = reduce_loss(per_anchor, "sum") / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
-    else:
-        out = reduce_loss(per_anchor, reduction)
-    return out.to(b.dtype)
+    return reduce_anchors(per_anchor, has_pos, reduction).to(b.dtype)
 
 
 class ProtoTripletLoss(LabelLossModule):

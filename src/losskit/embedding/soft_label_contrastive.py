@@ -35,13 +35,13 @@ import torch
 from torch import Tensor
 
 from losskit._core.checks import check_finite, check_number, check_reduction, checks_enabled
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
 from losskit.embedding._common import (
     EmbeddingLossModule,
     check_candidate_mask,
     check_embeddings,
     check_temperature,
+    reduce_anchors,
     similarities,
 )
 
@@ -120,11 +120,7 @@ def soft_label_contrastive_loss(
     logits = torch.where(has_target[:, None], logits, torch.zeros_like(logits))
     log_prob = torch.log_softmax(logits, dim=1)
     per_query = -(q * torch.where(q > 0, log_prob, torch.zeros_like(log_prob))).sum(dim=1)
-    if reduction == "mean":
-        out = per_query.sum() / has_target.sum().clamp_min(1).to(per_query.dtype)
-    else:
-        out = reduce_loss(per_query, reduction)
-    return out.to(query.dtype)
+    return reduce_anchors(per_query, has_target, reduction).to(query.dtype)
 
 
 class SoftLabelContrastiveLoss(EmbeddingLossModule):

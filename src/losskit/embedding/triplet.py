@@ -20,9 +20,8 @@ import torch
 from torch import Tensor
 
 from losskit._core.checks import check_choice, check_number, check_reduction
-from losskit._core.reduction import reduce_loss
 from losskit._core.registry import register
-from losskit.embedding._common import LabelLossModule, prepare_labels
+from losskit.embedding._common import LabelLossModule, prepare_labels, reduce_anchors
 
 MINING = ("all", "hard")
 
@@ -67,11 +66,7 @@ def triplet_margin_loss(
         terms = torch.relu(s[:, None, :] - s[:, :, None] + m)
         total = torch.where(pairs, terms, torch.zeros_like(terms)).sum(dim=(1, 2))
         per_anchor = total / pairs.sum(dim=(1, 2)).clamp_min(1).to(total.dtype)
-    if reduction == "mean":
-        out = reduce_loss(per_anchor, "sum") / has_pos.sum().clamp_min(1).to(per_anchor.dtype)
-    else:
-        out = reduce_loss(per_anchor, reduction)
-    return out.to(b.dtype)
+    return reduce_anchors(per_anchor, has_pos, reduction).to(b.dtype)
 
 
 class TripletMarginLoss(LabelLossModule):
